@@ -1,0 +1,55 @@
+"""The one place that knows how transformers versions differ.
+
+Everything else in the package calls these helpers instead of testing versions itself.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import torch
+import transformers
+from packaging.version import Version
+
+TRANSFORMERS_VERSION = Version(transformers.__version__)
+
+
+def dtype_kwarg(dtype: torch.dtype | None) -> dict[str, Any]:
+    """The ``from_pretrained`` keyword that sets the weights' dtype (``dtype`` in 5.x, ``torch_dtype`` before)."""
+    if dtype is None:
+        return {}
+    params = inspect.signature(transformers.PreTrainedModel.from_pretrained).parameters
+    if TRANSFORMERS_VERSION >= Version("4.56") or "dtype" in params:
+        return {"dtype": dtype}
+    return {"torch_dtype": dtype}
+
+
+def generation_config_supports(name: str) -> bool:
+    """Whether ``GenerationConfig`` of the installed version knows the attribute ``name``."""
+    return hasattr(transformers.GenerationConfig(), name)
+
+
+def has_output_logits() -> bool:
+    """``output_logits`` (raw, unprocessed logits per step) exists from transformers 4.38 on."""
+    return generation_config_supports("output_logits")
+
+
+def has_group_beam_search() -> bool:
+    """Group (diverse) beam search is built into ``generate()`` up to 4.x; 5.x moved it to the Hub."""
+    return TRANSFORMERS_VERSION < Version("5.0.0.dev0")
+
+
+def compute_transition_scores(
+    model: Any, sequences: torch.Tensor, scores: tuple[torch.Tensor, ...], beam_indices: torch.Tensor | None
+) -> torch.Tensor | None:
+    """transformers' own per-token transition scores, or None where the model lacks the method."""
+    fn = getattr(model, "compute_transition_scores", None)
+    if fn is None:
+        return None
+    return fn(sequences, scores, beam_indices=beam_indices, normalize_logits=False)
+
+
+def tokenizer_vocab_size(tokenizer: Any) -> int:
+    """Number of ids the tokenizer can map back to a token (base vocabulary plus added tokens)."""
+    return len(tokenizer)

@@ -1,0 +1,299 @@
+"""Run ``generate()`` once and keep everything the invariants need in one :class:`GenerationRecord`.
+
+Also home of the vectorized helpers the invariants share: stacking step tensors, mapping each
+generated token to the score row that produced it, the padding mask, chosen-token log-probs.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+
+from . import _compat
+from .conventions import Conventions
+from .errors import UsageError
+
+
+@dataclass(frozen=True)
+class Decoding:
+    """A named decoding config: the ``generate()`` arguments a check run uses."""
+
+    name: str
+    num_beams: int = 1
+    num_return_sequences: int = 1
+    do_sample: bool = False
+    max_new_tokens: int = 24
+    min_length: int | None = None
+    min_new_tokens: int | None = None
+    length_penalty: float | None = None
+    temperature: float | None = None
+    top_k: int | None = None
+    top_p: float | None = None
+    bad_words_ids: tuple[tuple[int, ...], ...] | None = None
+    seed: int = 0
+
+    def validate(self) -> None:
+        if self.num_beams < 1 or self.num_return_sequences < 1:
+            raise UsageError(f"decoding {self.name}: num_beams and num_return_sequences must be >= 1")
+        if not self.do_sample and self.num_return_sequences > self.num_beams:
+            raise UsageError(
+                f"decoding {self.name}: num_return_sequences ({self.num_return_sequences}) > num_beams "
+                f"({self.num_beams}) is invalid for beam/greedy search"
+            )
+        if self.max_new_tokens < 1:
+            raise UsageError(f"decoding {self.name}: max_new_tokens must be >= 1")
+
+    def generate_kwargs(self) -> dict[str, Any]:
+        kw: dict[str, Any] = {
+            "num_beams": self.num_beams,
+            "num_return_sequences": self.num_return_sequences,
+            "do_sample": self.do_sample,
+            "max_new_tokens": self.max_new_tokens,
+        }
+        for name in ("min_length", "min_new_tokens", "length_penalty", "temperature", "top_k", "top_p"):
+            value = getattr(self, name)
+            if value is not None:
+                kw[name] = value
+        if self.bad_words_ids:
+            kw["bad_words_ids"] = [list(w) for w in self.bad_words_ids]
+        return kw
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+GREEDY = Decoding("greedy", min_length=6, max_new_tokens=24)
+BEAM = Decoding("beam", num_beams=4, num_return_sequences=2, min_length=6, max_new_tokens=24)
+DEFAULT_DECODINGS: tuple[Decoding, ...] = (GREEDY, BEAM)
+
+#: Default inputs of ``ppinvariants check``: very different lengths (padding), digits,
+#: punctuation, unicode and whitespace oddities.
+DEFAULT_TEXTS: tuple[str, ...] = (
+    "Hello world.",
+    "The quick brown fox jumps over the lazy dog, twice: once in summer and once in winter 2024!",
+    "A model rewrites sentences.",
+    "Numbers like 42, 3.14 and 1000000 appear too?",
+    "  Leading and trailing   spaces  ",
+    "Café, naïve façade — “quoted” text; ünïcödé!",
+    "Why?",
+    "The river runs through the city and the mountain stands over the garden where people read books at night.",
+)
+
+
+@dataclass
+class GenerationRecord:
+    """Everything one ``generate()`` call produced, plus what is needed to judge it.
+
+    ``scores`` and ``logits`` are stacked to ``[score_rows, steps, V]`` in float32 on the CPU.
+    ``score_rows`` is ``batch * num_return_sequences`` for greedy search and sampling and
+    ``batch * num_beams`` for beam search (one row per beam, re-indexed by ``beam_indices``).
+    ``sequences`` is ``[batch * num_return_sequences, 1 + steps]`` and starts with the decoder start.
+    """
+
+    target: str
+    decoding: Decoding
+    texts: list[str]
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    sequences: torch.Tensor
+    scores: torch.Tensor
+    logits: torch.Tensor | None
+    beam_indices: torch.Tensor | None
+    sequences_scores: torch.Tensor | None
+    transition_scores: torch.Tensor | None
+    generation_config: dict[str, Any]
+    conventions: Conventions
+    output_width: int
+    tokenizer_size: int
+    dtype: str
+    device: str
+    truncated: list[int] = field(default_factory=list)
+    tokenizer: Any = field(default=None, repr=False, compare=False)
+
+    # -- shape facts -------------------------------------------------------------------------
+    @property
+    def steps(self) -> int:
+        return int(self.sequences.shape[1]) - 1
+
+    @property
+    def is_beam(self) -> bool:
+        return self.decoding.num_beams > 1 and not self.decoding.do_sample
+
+    @property
+    def is_greedy(self) -> bool:
+        return self.decoding.num_beams == 1 and not self.decoding.do_sample
+
+    @property
+    def rows_per_input(self) -> int:
+        return self.decoding.num_return_sequences
+
+    def input_of_row(self, row: int) -> int:
+        return row // self.rows_per_input
+
+    @property
+    def max_length(self) -> int:
+        """Length limit of ``sequences`` rows, decoder start included."""
+        gc = self.generation_config
+        if gc.get("max_new_tokens") is not None:
+            return 1 + int(gc["max_new_tokens"])
+        return int(gc.get("max_length") or 20)
+
+    @property
+    def tolerance(self) -> float:
+        """Absolute tolerance for float comparisons, following the model's dtype."""
+        return {"float32": 1e-4, "bfloat16": 5e-2, "float16": 1e-2}.get(self.dtype, 1e-4)
+
+    def token_text(self, token_id: int) -> str:
+        if self.tokenizer is None:
+            return str(token_id)
+        try:
+            text = self.tokenizer.convert_ids_to_tokens(int(token_id))
+        except Exception:  # noqa: BLE001 - ids outside the tokenizer are themselves a finding
+            return f"<id {token_id} outside tokenizer>"
+        return f"<id {token_id} outside tokenizer>" if text is None else str(text)
+
+    def repro(self) -> str:
+        return (
+            f"target={self.target} decoding={self.decoding.to_dict()} dtype={self.dtype} device={self.device} "
+            f"seed={self.decoding.seed}"
+        )
+
+
+# ------------------------------------------------------------------------------ helpers
+
+
+def stack_steps(steps: tuple[torch.Tensor, ...] | None) -> torch.Tensor | None:
+    """``generate()``'s tuple of per-step ``[rows, V]`` tensors as one float32 ``[rows, steps, V]``."""
+    if steps is None or len(steps) == 0:
+        return None
+    return torch.stack([s.detach().float().cpu() for s in steps], dim=1)
+
+
+def generated_tokens(record: GenerationRecord) -> torch.Tensor:
+    """The tokens chosen at each step, ``[rows, steps]`` (``sequences`` without the decoder start)."""
+    return record.sequences[:, 1:]
+
+
+def score_rows(record: GenerationRecord) -> torch.Tensor:
+    """For each returned row and step, the row of ``scores`` that chose the token, ``[rows, steps]``.
+
+    Beam search: ``beam_indices`` (``-1`` after a hypothesis ended). Otherwise: the row itself.
+    """
+    rows, steps = record.sequences.shape[0], record.steps
+    if record.is_beam and record.beam_indices is not None:
+        bi = record.beam_indices[:, :steps]
+        if bi.shape[1] < steps:  # some versions trim beam_indices to the longest hypothesis
+            pad = torch.full((rows, steps - bi.shape[1]), -1, dtype=bi.dtype)
+            bi = torch.cat([bi, pad], dim=1)
+        return bi
+    return torch.arange(rows).unsqueeze(1).expand(rows, steps)
+
+
+def finished_mask(tokens: torch.Tensor, eos_ids: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(mask, has_eos)``: mask is 1 up to and including each row's first eos, 0 after it."""
+    is_eos = torch.isin(tokens, torch.tensor(eos_ids, dtype=tokens.dtype))
+    # eos strictly before position t <=> cumulative count of eos up to t-1 > 0
+    before = (is_eos.int().cumsum(dim=1) - is_eos.int()) > 0
+    return (~before).long(), is_eos.any(dim=1)
+
+
+def log_probs(scores: torch.Tensor) -> torch.Tensor:
+    """log_softmax over the vocabulary, in float32."""
+    return torch.log_softmax(scores.float(), dim=-1)
+
+
+def chosen_logprobs(record: GenerationRecord, scores: torch.Tensor | None = None) -> torch.Tensor:
+    """Log-prob of each generated token under the processed scores, ``[rows, steps]``, by one gather.
+
+    Positions whose score row is ``-1`` (after a beam hypothesis ended) read row 0 and must be
+    masked out by the caller with :func:`finished_mask`.
+    """
+    lp = log_probs(record.scores if scores is None else scores)
+    rows = score_rows(record).clamp(min=0)
+    per_step = lp.gather(0, rows.unsqueeze(-1).expand(-1, -1, lp.shape[-1]))  # [rows, steps, V]
+    return per_step.gather(-1, generated_tokens(record).unsqueeze(-1)).squeeze(-1)
+
+
+def sequence_logprob(record: GenerationRecord) -> torch.Tensor:
+    """Masked sum of chosen-token log-probs per returned row: padding after eos is not counted."""
+    mask, _ = finished_mask(generated_tokens(record), record.conventions.eos_token_ids)
+    return (chosen_logprobs(record) * mask).sum(dim=1)
+
+
+# ------------------------------------------------------------------------------ capture
+
+
+def encode(tokenizer: Any, texts: list[str], model: Any) -> tuple[dict[str, torch.Tensor], list[int]]:
+    """Tokenize a padded batch, truncating to the model's positions; returns the rows truncated."""
+    if not texts:
+        raise UsageError("no input texts: give at least one")
+    for i, t in enumerate(texts):
+        if not isinstance(t, str) or not t.strip():
+            raise UsageError(f"input text #{i} is empty or whitespace-only: {t!r}")
+    limit = _max_positions(tokenizer, model)
+    full = tokenizer(list(texts), add_special_tokens=True)["input_ids"]
+    truncated = [i for i, ids in enumerate(full) if len(ids) > limit]
+    batch = tokenizer(list(texts), return_tensors="pt", padding=True, truncation=True, max_length=limit)
+    return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}, truncated
+
+
+def _max_positions(tokenizer: Any, model: Any) -> int:
+    candidates = [getattr(model.config, "max_position_embeddings", None)]
+    enc = getattr(model.config, "encoder", None)
+    if enc is not None:
+        candidates.append(getattr(enc, "max_position_embeddings", None))
+    tml = getattr(tokenizer, "model_max_length", None)
+    if tml is not None and tml < 1_000_000:
+        candidates.append(tml)
+    values = [int(c) for c in candidates if c]
+    return min(values) if values else 512
+
+
+def capture(target: Any, texts: list[str], decoding: Decoding) -> GenerationRecord:
+    """Run ``target.model.generate()`` on ``texts`` under ``decoding`` and return the record."""
+    decoding.validate()
+    model, tokenizer = target.model, target.tokenizer
+    batch, truncated = encode(tokenizer, texts, model)
+    batch = {k: v.to(target.device) for k, v in batch.items()}
+    gen_config = copy.deepcopy(model.generation_config)
+    gen_config.update(**decoding.generate_kwargs())
+    gen_config.return_dict_in_generate = True
+    gen_config.output_scores = True
+    if _compat.has_output_logits():
+        gen_config.output_logits = True
+    torch.manual_seed(decoding.seed)
+    with torch.no_grad():
+        out = model.generate(**batch, generation_config=gen_config)
+    sequences = out.sequences.detach().cpu()
+    beam_indices = getattr(out, "beam_indices", None)
+    beam_indices = None if beam_indices is None else beam_indices.detach().cpu()
+    transition = None
+    if decoding.num_beams > 1 and not decoding.do_sample:
+        transition = _compat.compute_transition_scores(model, out.sequences, out.scores, out.beam_indices)
+        transition = None if transition is None else transition.detach().float().cpu()
+    seq_scores = getattr(out, "sequences_scores", None)
+    effective = gen_config.to_dict()
+    return GenerationRecord(
+        target=target.spec,
+        decoding=decoding,
+        texts=list(texts),
+        input_ids=batch["input_ids"].cpu(),
+        attention_mask=batch["attention_mask"].cpu(),
+        sequences=sequences,
+        scores=stack_steps(out.scores),
+        logits=stack_steps(getattr(out, "logits", None)),
+        beam_indices=beam_indices,
+        sequences_scores=None if seq_scores is None else seq_scores.detach().float().cpu(),
+        transition_scores=transition,
+        generation_config=effective,
+        conventions=target.conventions,
+        output_width=int(model.get_output_embeddings().weight.shape[0]),
+        tokenizer_size=_compat.tokenizer_vocab_size(tokenizer),
+        dtype=target.dtype_name,
+        device=str(target.device),
+        truncated=truncated,
+        tokenizer=tokenizer,
+    )

@@ -1,0 +1,241 @@
+"""Loading what the user wants checked: a checkpoint folder, a ``module:factory``, ``tiny:<arch>``, a cached hub id.
+
+Safe by default: ``trust_remote_code`` stays off unless asked for, weights load through
+safetensors, and a pickle-only checkpoint is refused unless ``allow_pickle`` is set.
+Every failure is a :class:`TargetError` with a one-line message.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import _compat
+from .conventions import Conventions, derive_conventions
+from .errors import TargetError, UsageError
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+_SAFE_WEIGHTS = ("model.safetensors", "model.safetensors.index.json")
+_PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json")
+
+
+@dataclass
+class Target:
+    """A loaded model + tokenizer pair, ready to generate, with its derived conventions."""
+
+    spec: str
+    model: Any
+    tokenizer: Any
+    conventions: Conventions
+    device: torch.device
+    dtype: torch.dtype
+
+    @property
+    def dtype_name(self) -> str:
+        return str(self.dtype).replace("torch.", "")
+
+
+def resolve_device(device: str) -> torch.device:
+    """``cpu``, ``cuda`` (error without a GPU), ``cuda:N`` or ``auto`` (cuda when available)."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cpu":
+        return torch.device("cpu")
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise UsageError(f"device {device!r} asked for, but no CUDA GPU is available here (use --device cpu)")
+        return torch.device(device)
+    raise UsageError(f"unknown device {device!r}: use cpu, cuda, cuda:N or auto")
+
+
+def resolve_dtype(dtype: str) -> torch.dtype:
+    if dtype not in DTYPES:
+        raise UsageError(f"unknown dtype {dtype!r}: use one of {', '.join(DTYPES)}")
+    return DTYPES[dtype]
+
+
+def load_target(
+    spec: str,
+    *,
+    device: str = "cpu",
+    dtype: str = "float32",
+    trust_remote_code: bool = False,
+    allow_pickle: bool = False,
+) -> Target:
+    """Load ``spec`` and return a :class:`Target` in eval mode on ``device`` in ``dtype``.
+
+    ``spec`` is one of: ``tiny:<arch>`` (a built-in tiny model), a checkpoint directory,
+    ``FILE.py:FUNC`` or ``package.module:FUNC`` (a zero-argument factory returning
+    ``(model, tokenizer)``), or a hub id that is already in the local cache.
+    """
+    if not spec or not spec.strip():
+        raise UsageError("empty target: give a checkpoint directory, tiny:<arch>, FILE.py:FUNC or module:FUNC")
+    dev = resolve_device(device)
+    dt = resolve_dtype(dtype)
+    if spec.startswith("tiny:"):
+        from . import testing  # the zoo is part of the core: it only builds checkpoints
+
+        arch = spec.split(":", 1)[1]
+        if arch not in testing.RECIPES:
+            raise TargetError(f"unknown tiny model {arch!r}; built-in: {', '.join(testing.ARCHITECTURES)}")
+        model, tokenizer = _load_checkpoint(testing.tiny_checkpoint(arch), dt, trust_remote_code, allow_pickle)
+    elif Path(spec).is_dir():
+        model, tokenizer = _load_checkpoint(Path(spec), dt, trust_remote_code, allow_pickle)
+    elif _looks_like_factory(spec):
+        model, tokenizer = _load_factory(spec)
+    elif Path(spec).exists():
+        raise TargetError(f"{spec}: is a file, not a checkpoint directory (or FILE.py:FUNC factory)")
+    elif spec.startswith((".", "/", "~")) or spec.count("/") > 1:
+        raise TargetError(f"{spec}: no such checkpoint directory")
+    else:
+        model, tokenizer = _load_cached_hub_id(spec, dt, trust_remote_code, allow_pickle)
+    return _finish(spec, model, tokenizer, dev, dt)
+
+
+def _finish(spec: str, model: Any, tokenizer: Any, dev: torch.device, dt: torch.dtype) -> Target:
+    if not getattr(getattr(model, "config", None), "is_encoder_decoder", False):
+        kind = getattr(getattr(model, "config", None), "model_type", type(model).__name__)
+        raise TargetError(
+            f"{spec}: {kind} is not an encoder-decoder model; ppinvariants checks seq2seq generation"
+        )
+    if not hasattr(model, "generate"):
+        raise TargetError(f"{spec}: the model has no generate() method")
+    model = model.to(device=dev, dtype=dt).eval()
+    conventions = derive_conventions(model, tokenizer)
+    return Target(spec=spec, model=model, tokenizer=tokenizer, conventions=conventions, device=dev, dtype=dt)
+
+
+def _looks_like_factory(spec: str) -> bool:
+    if ":" not in spec:
+        return False
+    left, func = spec.rsplit(":", 1)
+    return bool(left) and func.isidentifier() and (left.endswith(".py") or all(p.isidentifier() for p in left.split(".")))
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    cfg_file = path / "config.json"
+    if not cfg_file.is_file():
+        raise TargetError(f"{path}: no config.json, so this is not a transformers checkpoint directory")
+    try:
+        cfg = json.loads(cfg_file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise TargetError(f"{cfg_file}: corrupt config.json ({e})") from None
+    if not isinstance(cfg, dict):
+        raise TargetError(f"{cfg_file}: corrupt config.json (not a JSON object)")
+    return cfg
+
+
+def _load_checkpoint(path: Path, dt: torch.dtype, trust_remote_code: bool, allow_pickle: bool) -> tuple[Any, Any]:
+    import transformers
+
+    raw = _read_config(path)
+    if raw.get("auto_map") and not trust_remote_code:
+        raise TargetError(
+            f"{path}: the checkpoint ships its own model code (auto_map); refusing to run it without --trust-remote-code"
+        )
+    try:
+        config = transformers.AutoConfig.from_pretrained(str(path), trust_remote_code=trust_remote_code)
+    except Exception as e:  # noqa: BLE001 - any failure here is a bad checkpoint, reported in one line
+        raise TargetError(f"{path}: cannot read config.json: {_one_line(e)}") from None
+    if not getattr(config, "is_encoder_decoder", False):
+        raise TargetError(
+            f"{path}: model_type {config.model_type!r} is decoder-only (not an encoder-decoder model); "
+            "ppinvariants checks seq2seq generation"
+        )
+    names = {p.name for p in path.iterdir()}
+    if names & set(_SAFE_WEIGHTS):
+        weights = {"use_safetensors": True}
+    elif names & set(_PICKLE_WEIGHTS):
+        if not allow_pickle:
+            raise TargetError(
+                f"{path}: only pickle weights (pytorch_model.bin), which can run arbitrary code when loaded; "
+                "convert them to safetensors or pass --allow-pickle"
+            )
+        weights = {"use_safetensors": False}
+    else:
+        raise TargetError(f"{path}: no weights found (model.safetensors)")
+    cls: Any
+    if config.model_type == "encoder-decoder":
+        cls = transformers.EncoderDecoderModel
+    else:
+        cls = transformers.AutoModelForSeq2SeqLM
+        if type(config) not in cls._model_mapping and not trust_remote_code:
+            raise TargetError(
+                f"{path}: model_type {config.model_type!r} is not a text-to-text model (AutoModelForSeq2SeqLM)"
+            )
+    try:
+        model = cls.from_pretrained(
+            str(path), trust_remote_code=trust_remote_code, **weights, **_compat.dtype_kwarg(dt)
+        )
+    except Exception as e:  # noqa: BLE001
+        raise TargetError(f"{path}: cannot load the model: {_one_line(e)}") from None
+    try:
+        tokenizer = transformers.AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
+    except Exception as e:  # noqa: BLE001
+        raise TargetError(f"{path}: cannot load the tokenizer (missing or broken tokenizer files): {_one_line(e)}") from None
+    if isinstance(tokenizer, bool) or not callable(tokenizer):
+        raise TargetError(f"{path}: no tokenizer files found")
+    return model, tokenizer
+
+
+def _load_factory(spec: str) -> tuple[Any, Any]:
+    left, func = spec.rsplit(":", 1)
+    try:
+        if left.endswith(".py"):
+            file = Path(left).resolve()
+            if not file.is_file():
+                raise TargetError(f"{spec}: no such file {left}")
+            # The factory's folder becomes importable, so it can import its sibling modules.
+            if str(file.parent) not in sys.path:
+                sys.path.insert(0, str(file.parent))
+            name = f"_ppi_factory_{abs(hash(str(file)))}"
+            module_spec = importlib.util.spec_from_file_location(name, file)
+            assert module_spec is not None and module_spec.loader is not None
+            module = importlib.util.module_from_spec(module_spec)
+            sys.modules[name] = module
+            module_spec.loader.exec_module(module)
+        else:
+            module = importlib.import_module(left)
+    except TargetError:
+        raise
+    except Exception as e:  # noqa: BLE001
+        raise TargetError(f"{spec}: cannot import {left}: {_one_line(e)}") from None
+    factory = getattr(module, func, None)
+    if factory is None or not callable(factory):
+        raise TargetError(f"{spec}: {left} has no callable {func!r}")
+    try:
+        result = factory()
+    except Exception as e:  # noqa: BLE001
+        raise TargetError(f"{spec}: the factory raised {type(e).__name__}: {_one_line(e)}") from None
+    if not (isinstance(result, tuple) and len(result) == 2):
+        raise TargetError(f"{spec}: the factory must return (model, tokenizer), got {type(result).__name__}")
+    model, tokenizer = result
+    if not hasattr(model, "config") or not callable(tokenizer):
+        raise TargetError(f"{spec}: the factory must return (model, tokenizer), got ({type(model).__name__}, "
+                          f"{type(tokenizer).__name__})")
+    return model, tokenizer
+
+
+def _load_cached_hub_id(spec: str, dt: torch.dtype, trust_remote_code: bool, allow_pickle: bool) -> tuple[Any, Any]:
+    try:
+        from huggingface_hub import snapshot_download
+
+        path = snapshot_download(spec, local_files_only=True)
+    except Exception:  # noqa: BLE001
+        raise TargetError(
+            f"{spec}: not a local directory, and not in the local Hugging Face cache "
+            "(ppinvariants never downloads; fetch it first or pass a checkpoint directory)"
+        ) from None
+    return _load_checkpoint(Path(path), dt, trust_remote_code, allow_pickle)
+
+
+def _one_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0] if text else type(e).__name__

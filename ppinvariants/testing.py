@@ -1,0 +1,391 @@
+"""The offline tiny model zoo: seeded random seq2seq checkpoints built from a config.
+
+Each recipe trains its tokenizer locally (sentencepiece or byte-level BPE from ``tokenizers``)
+on a small generated corpus, builds a two-layer model from a config, and calibrates it so that
+it behaves like a real model where the invariants need it:
+
+* outputs depend on the input (the init is scaled up from the default, which otherwise makes
+  every hidden state look alike after layer norm);
+* greedy generations end with eos after a handful of tokens, so that padding after eos really
+  occurs in batches (a random model almost never picks eos on its own: we add a bias towards
+  eos through the eos row of the output embedding and search its size).
+
+Built checkpoints are written with ``save_pretrained`` (safetensors) into a cache folder keyed
+by a hash of the recipe, so tests and the CLI load them through the same ``from_pretrained``
+path as a user's checkpoint. Nothing here touches the network.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ZOO_VERSION = "1"
+
+_WORDS = (
+    "the quick brown fox jumps over lazy dog a model rewrites sentences numbers appear too hello world "
+    "how are you today paraphrase generation beam search score logits probability token padding end "
+    "start river mountain city music science history language computer garden summer winter friend "
+    "family school market story light water green small large people time year work life day night "
+    "house book road tree bird cat moon sun star sea ship train open close write read speak think"
+).split()
+
+
+def corpus(n: int = 3000, seed: int = 0) -> list[str]:
+    """A deterministic corpus of short English-like sentences with digits and punctuation."""
+    rng = random.Random(seed)
+    lines = []
+    for _ in range(n):
+        words = [rng.choice(_WORDS) for _ in range(rng.randint(2, 16))]
+        line = " ".join(words).capitalize() + rng.choice(".!?,;")
+        if rng.random() < 0.3:
+            line += f" {rng.randint(0, 9999)}"
+        if rng.random() < 0.1:
+            line = f'"{line}" ({rng.choice(_WORDS)})'
+        lines.append(line)
+    return lines
+
+
+def calibration_texts(n: int = 16, seed: int = 1) -> list[str]:
+    """Inputs used to calibrate a tiny model's eos bias (disjoint seed from the tokenizer corpus)."""
+    return corpus(n, seed)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How to build one tiny architecture: tokenizer kind, config class and its arguments."""
+
+    arch: str
+    tokenizer: str  # "sentencepiece-t5" | "sentencepiece-fairseq" | "bytelevel-bpe"
+    tokenizer_class: str
+    config_class: str
+    config: dict[str, Any]
+    tokenizer_config: dict[str, Any] = field(default_factory=dict)
+    generation: dict[str, Any] = field(default_factory=dict)
+    init_scale: float = 8.0
+    seed: int = 0
+
+    def key(self) -> str:
+        import transformers
+
+        blob = json.dumps(
+            {
+                "recipe": self.__dict__,
+                "zoo": ZOO_VERSION,
+                # A built checkpoint may not load the same way under another transformers major version.
+                "transformers": transformers.__version__.split(".")[0],
+            },
+            sort_keys=True,
+            default=str,
+        )
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+_SMALL = {"max_position_embeddings": 128}
+_BART_LIKE = dict(
+    d_model=32,
+    encoder_layers=2,
+    decoder_layers=2,
+    encoder_attention_heads=2,
+    decoder_attention_heads=2,
+    encoder_ffn_dim=64,
+    decoder_ffn_dim=64,
+    dropout=0.1,
+    **_SMALL,
+)
+
+RECIPES: dict[str, Recipe] = {
+    "bart": Recipe(
+        arch="bart",
+        tokenizer="bytelevel-bpe",
+        tokenizer_class="BartTokenizer",
+        config_class="BartConfig",
+        # Real BART: generations start with </s> (decoder_start) and are forced to <s> next.
+        config=dict(_BART_LIKE, pad_token_id=1, bos_token_id=0, eos_token_id=2, decoder_start_token_id=2),
+        generation=dict(forced_bos_token_id=0, forced_eos_token_id=2),
+    ),
+    "pegasus": Recipe(
+        arch="pegasus",
+        tokenizer="sentencepiece-t5",
+        tokenizer_class="PegasusTokenizer",
+        config_class="PegasusConfig",
+        config=dict(_BART_LIKE, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0),
+        tokenizer_config={"offset": 0},
+        generation=dict(forced_eos_token_id=1),
+    ),
+    "t5": Recipe(
+        arch="t5",
+        tokenizer="sentencepiece-t5",
+        tokenizer_class="T5Tokenizer",
+        config_class="T5Config",
+        config=dict(
+            d_model=32,
+            d_kv=16,
+            d_ff=64,
+            num_layers=2,
+            num_decoder_layers=2,
+            num_heads=2,
+            relative_attention_num_buckets=8,
+            dropout_rate=0.1,
+            pad_token_id=0,
+            eos_token_id=1,
+            decoder_start_token_id=0,
+        ),
+        tokenizer_config={"extra_ids": 0},
+    ),
+    "marian": Recipe(
+        arch="marian",
+        tokenizer="sentencepiece-marian",
+        tokenizer_class="MarianTokenizer",
+        config_class="MarianConfig",
+        config=dict(_BART_LIKE, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0, forced_eos_token_id=1),
+    ),
+    "mbart": Recipe(
+        arch="mbart",
+        tokenizer="sentencepiece-fairseq",
+        tokenizer_class="MBartTokenizer",
+        config_class="MBartConfig",
+        config=dict(_BART_LIKE, pad_token_id=1, bos_token_id=0, eos_token_id=2, decoder_start_token_id=2),
+        tokenizer_config={"src_lang": "en_XX", "tgt_lang": "ro_RO"},
+        # mBART-50 style: the first generated token is forced to the target-language code.
+        generation=dict(forced_bos_token="ro_RO", forced_eos_token_id=2),
+    ),
+}
+
+ARCHITECTURES: tuple[str, ...] = tuple(RECIPES)
+
+
+def cache_root() -> Path:
+    """Where built tiny checkpoints live: ``$PPINVARIANTS_CACHE`` or ``~/.cache/ppinvariants``."""
+    env = os.environ.get("PPINVARIANTS_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "ppinvariants"
+
+
+def tiny_checkpoint(arch: str) -> Path:
+    """Path of the built checkpoint for ``arch``, building it on first use (a few seconds)."""
+    if arch not in RECIPES:
+        raise KeyError(f"unknown tiny architecture {arch!r}; known: {', '.join(ARCHITECTURES)}")
+    recipe = RECIPES[arch]
+    final = cache_root() / "tiny" / f"{arch}-{recipe.key()}"
+    if (final / "config.json").exists() and (final / "ppinvariants-recipe.json").exists():
+        return final
+    final.parent.mkdir(parents=True, exist_ok=True)
+    # Build into a private folder and rename it into place, so that concurrent builders
+    # (pytest-xdist workers) never see a half-written checkpoint.
+    tmp = Path(tempfile.mkdtemp(prefix=f".{arch}-", dir=final.parent))
+    try:
+        _build(recipe, tmp)
+        try:
+            os.rename(tmp, final)
+        except OSError:
+            if not (final / "ppinvariants-recipe.json").exists():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+# ---------------------------------------------------------------------------- tokenizers
+
+
+def _train_sentencepiece(path: Path, *, fairseq: bool) -> None:
+    import sentencepiece as spm
+
+    # T5/Pegasus/Marian lay out <pad>=0 </s>=1 <unk>=2; fairseq (mBART) lays out <s>=0 <pad>=1 </s>=2 <unk>=3.
+    ids = dict(bos_id=0, pad_id=1, eos_id=2, unk_id=3) if fairseq else dict(bos_id=-1, pad_id=0, eos_id=1, unk_id=2)
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(corpus()),
+        model_prefix=str(path.with_suffix("")),
+        vocab_size=512,
+        model_type="unigram",
+        character_coverage=1.0,
+        byte_fallback=True,
+        minloglevel=2,
+        num_threads=1,
+        seed_sentencepiece_size=100000,
+        **ids,
+    )
+
+
+def _write_tokenizer(recipe: Recipe, out: Path) -> None:
+    work = out / "_work"
+    work.mkdir()
+    if recipe.tokenizer == "bytelevel-bpe":
+        from tokenizers import ByteLevelBPETokenizer
+
+        bpe = ByteLevelBPETokenizer()
+        bpe.train_from_iterator(
+            corpus(),
+            vocab_size=600,
+            min_frequency=2,
+            special_tokens=["<s>", "<pad>", "</s>", "<unk>"],
+            show_progress=False,
+        )
+        bpe.save_model(str(out))  # vocab.json + merges.txt, as BART checkpoints ship them
+    elif recipe.tokenizer == "sentencepiece-t5":
+        _train_sentencepiece(work / "sp.model", fairseq=False)
+        shutil.copy(work / "sp.model", out / "spiece.model")
+    elif recipe.tokenizer == "sentencepiece-fairseq":
+        _train_sentencepiece(work / "sp.model", fairseq=True)
+        shutil.copy(work / "sp.model", out / "sentencepiece.bpe.model")
+    elif recipe.tokenizer == "sentencepiece-marian":
+        import sentencepiece as spm
+
+        _train_sentencepiece(work / "sp.model", fairseq=False)
+        shutil.copy(work / "sp.model", out / "source.spm")
+        shutil.copy(work / "sp.model", out / "target.spm")
+        sp = spm.SentencePieceProcessor(model_file=str(work / "sp.model"))
+        vocab = {sp.id_to_piece(i): i for i in range(sp.get_piece_size())}
+        (out / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False))
+    else:  # pragma: no cover - recipes are fixed above
+        raise ValueError(recipe.tokenizer)
+    shutil.rmtree(work)
+    cfg = {"tokenizer_class": recipe.tokenizer_class, "model_max_length": 128, **recipe.tokenizer_config}
+    (out / "tokenizer_config.json").write_text(json.dumps(cfg))
+
+
+# ---------------------------------------------------------------------------- models
+
+
+def _scale_init(model: Any, scale: float, seed: int) -> None:
+    """Re-draw every weight matrix with a larger std, so hidden states differ between inputs."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.dim() >= 2:
+                fan_in = p.shape[-1]
+                p.copy_(torch.randn(p.shape, generator=gen) * (scale / fan_in**0.5) * 0.35)
+            elif "bias" in name:
+                p.zero_()
+
+
+def _greedy_lengths(model: Any, batch: dict[str, Any], max_new_tokens: int) -> tuple[list[int], int]:
+    """Generated lengths (up to and including the first eos) and the number of distinct outputs."""
+    import torch
+
+    eos = model.generation_config.eos_token_id
+    eos_ids = torch.tensor(eos if isinstance(eos, list) else [eos])
+    with torch.no_grad():
+        out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1)
+    gen = out[:, 1:]
+    is_eos = torch.isin(gen, eos_ids)
+    has = is_eos.any(dim=1)
+    first = torch.where(has, is_eos.int().argmax(dim=1) + 1, torch.full_like(has, gen.shape[1], dtype=torch.long))
+    distinct = len({tuple(r.tolist()) for r in gen})
+    return first.tolist(), distinct
+
+
+def _calibrate_eos(model: Any, tokenizer: Any, recipe: Recipe) -> dict[str, Any]:
+    """Rewrite the eos row of the output embedding so that greedy decoding ends like a real model's.
+
+    Two parts, both linear in the hidden state ``h`` that feeds the output projection:
+
+    * a probe: least-squares weights that make the eos logit beat the best other logit when the
+      previous token belongs to a random "sentence-final" set ``S`` (10 % of the vocabulary), and
+      lose otherwise, fitted on teacher-forced decoder states of corpus sentences;
+    * an offset ``b * u``, with ``u`` the mean hidden state scaled so ``u . h`` is about 1, i.e. a
+      bias on the eos logit, searched by bisection.
+
+    Where pad is neither eos nor the decoder start, its row is set to ``-20 u``, so pad is never generated mid-sentence, as in real models.
+    The target is a median greedy length of 4 to 20 new tokens with at least 75 % of the rows
+    ending in eos within 48 new tokens, and varied lengths (padding appears in batches).
+    """
+    import torch
+
+    head = model.get_output_embeddings()
+    eos = model.config.eos_token_id
+    start = model.generation_config.decoder_start_token_id
+    if start is None:
+        start = model.config.decoder_start_token_id
+    enc = tokenizer(corpus(256, seed=2), return_tensors="pt", padding=True)
+    labels = tokenizer(text_target=corpus(256, seed=3), return_tensors="pt", padding=True).input_ids
+    dec_in = torch.cat([torch.full((labels.shape[0], 1), start), labels[:, :-1]], dim=1)
+    captured: list[torch.Tensor] = []
+    hook = head.register_forward_hook(lambda _m, inp, _o: captured.append(inp[0].detach()))
+    with torch.no_grad():
+        logits = model(**enc, decoder_input_ids=dec_in).logits
+    hook.remove()
+    keep = dec_in.reshape(-1) != tokenizer.pad_token_id
+    h = captured[0].reshape(-1, captured[0].shape[-1])[keep]
+    logits = logits.reshape(-1, logits.shape[-1])[keep]
+    prev = dec_in.reshape(-1)[keep]
+    gen = torch.Generator().manual_seed(recipe.seed)
+    final_set = torch.rand(logits.shape[1], generator=gen) < 0.1
+    y = final_set[prev].float()
+    pad = tokenizer.pad_token_id
+    others = logits.clone()
+    others[:, [eos, pad]] = float("-inf")
+    target = others.max(dim=1).values + (2 * y - 1)
+    probe = torch.linalg.lstsq(h, target[:, None]).solution[:, 0]
+    mean = h.mean(0)
+    u = mean / mean.dot(mean)
+    if pad not in (eos, start):
+        # Real models give pad (almost) no probability; a random one would generate it mid-sentence.
+        # (Not where pad is also the decoder start: with tied embeddings that would wreck the start.)
+        head.weight.data[pad] = -20.0 * u
+
+    batch = tokenizer(calibration_texts(), return_tensors="pt", padding=True)
+
+    def stats_at(offset: float) -> tuple[float, float, int, int]:
+        head.weight.data[eos] = probe + offset * u
+        lens, distinct = _greedy_lengths(model, batch, 48)
+        lens_t = torch.tensor(lens, dtype=torch.float)
+        return lens_t.median().item(), (lens_t < 48).float().mean().item(), distinct, len(set(lens))
+
+    lo, hi = -16.0, 16.0
+    chosen, stats = 0.0, stats_at(0.0)
+    for _ in range(12):
+        median, finished, _distinct, _nlens = stats
+        if 4 <= median <= 20 and finished >= 0.75:
+            break
+        if median > 20 or finished < 0.75:
+            lo = chosen  # generations too long: raise the eos bias
+        else:
+            hi = chosen
+        chosen = (lo + hi) / 2
+        stats = stats_at(chosen)
+    median, finished, distinct, nlens = stats
+    return {
+        "offset": chosen,
+        "median_new_tokens": median,
+        "finished_fraction": finished,
+        "distinct_outputs": distinct,
+        "distinct_lengths": nlens,
+    }
+
+
+def _build(recipe: Recipe, out: Path) -> None:
+    import torch
+    import transformers
+
+    _write_tokenizer(recipe, out)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(out))
+    config_cls: Callable[..., Any] = getattr(transformers, recipe.config_class)
+    config = config_cls(vocab_size=len(tokenizer), **recipe.config)
+    torch.manual_seed(recipe.seed)
+    model = transformers.AutoModelForSeq2SeqLM.from_config(config)
+    model.eval()
+    _scale_init(model, recipe.init_scale, recipe.seed)
+    gen = dict(recipe.generation)
+    if "forced_bos_token" in gen:
+        gen["forced_bos_token_id"] = tokenizer.convert_tokens_to_ids(gen.pop("forced_bos_token"))
+    for key, value in gen.items():
+        setattr(model.generation_config, key, value)
+    # Generation defaults of the checkpoint: tiny models are checked with explicit lengths.
+    model.generation_config.max_length = None
+    stats = _calibrate_eos(model, tokenizer, recipe)
+    model.save_pretrained(str(out), safe_serialization=True)
+    tokenizer.save_pretrained(str(out))
+    (out / "ppinvariants-recipe.json").write_text(
+        json.dumps({"arch": recipe.arch, "key": recipe.key(), "calibration": stats}, indent=1)
+    )
