@@ -205,22 +205,39 @@ def log_probs(scores: torch.Tensor) -> torch.Tensor:
     return torch.log_softmax(scores.float(), dim=-1)
 
 
+def step_logprobs(record: GenerationRecord, scores: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-step log-probs as the decoding defines them, ``[score_rows, steps, V]``.
+
+    Greedy search and sampling return processed *logits*: log_softmax turns them into log-probs.
+    Beam search returns processed *log-probs* (log_softmax, then the processors): they are used
+    as they are, since that is what beam scores add up (no renormalisation after ``-inf`` masks).
+    """
+    s = (record.scores if scores is None else scores).float()
+    return s if record.is_beam else log_probs(s)
+
+
 def chosen_logprobs(record: GenerationRecord, scores: torch.Tensor | None = None) -> torch.Tensor:
-    """Log-prob of each generated token under the processed scores, ``[rows, steps]``, by one gather.
+    """Log-prob of each generated token, ``[rows, steps]``, by one gather over :func:`step_logprobs`.
 
     Positions whose score row is ``-1`` (after a beam hypothesis ended) read row 0 and must be
     masked out by the caller with :func:`finished_mask`.
     """
-    lp = log_probs(record.scores if scores is None else scores)
+    lp = step_logprobs(record, scores)
     rows = score_rows(record).clamp(min=0)
     per_step = lp.gather(0, rows.unsqueeze(-1).expand(-1, -1, lp.shape[-1]))  # [rows, steps, V]
     return per_step.gather(-1, generated_tokens(record).unsqueeze(-1)).squeeze(-1)
 
 
+def masked_sum(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Row sums of ``values`` where ``mask`` is 1. Uses ``where``, not ``values * mask``: padded
+    positions may hold ``-inf`` (e.g. a forced step), and ``-inf * 0`` is NaN."""
+    return torch.where(mask.bool(), values, torch.zeros_like(values)).sum(dim=1)
+
+
 def sequence_logprob(record: GenerationRecord) -> torch.Tensor:
     """Masked sum of chosen-token log-probs per returned row: padding after eos is not counted."""
     mask, _ = finished_mask(generated_tokens(record), record.conventions.eos_token_ids)
-    return (chosen_logprobs(record) * mask).sum(dim=1)
+    return masked_sum(chosen_logprobs(record), mask)
 
 
 # ------------------------------------------------------------------------------ capture

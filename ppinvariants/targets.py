@@ -102,9 +102,7 @@ def load_target(
 def _finish(spec: str, model: Any, tokenizer: Any, dev: torch.device, dt: torch.dtype) -> Target:
     if not getattr(getattr(model, "config", None), "is_encoder_decoder", False):
         kind = getattr(getattr(model, "config", None), "model_type", type(model).__name__)
-        raise TargetError(
-            f"{spec}: {kind} is not an encoder-decoder model; ppinvariants checks seq2seq generation"
-        )
+        raise TargetError(f"{spec}: {kind} is not an encoder-decoder model; ppinvariants checks seq2seq generation")
     if not hasattr(model, "generate"):
         raise TargetError(f"{spec}: the model has no generate() method")
     model = model.to(device=dev, dtype=dt).eval()
@@ -116,7 +114,9 @@ def _looks_like_factory(spec: str) -> bool:
     if ":" not in spec:
         return False
     left, func = spec.rsplit(":", 1)
-    return bool(left) and func.isidentifier() and (left.endswith(".py") or all(p.isidentifier() for p in left.split(".")))
+    return (
+        bool(left) and func.isidentifier() and (left.endswith(".py") or all(p.isidentifier() for p in left.split(".")))
+    )
 
 
 def _read_config(path: Path) -> dict[str, Any]:
@@ -179,7 +179,9 @@ def _load_checkpoint(path: Path, dt: torch.dtype, trust_remote_code: bool, allow
     try:
         tokenizer = transformers.AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
     except Exception as e:  # noqa: BLE001
-        raise TargetError(f"{path}: cannot load the tokenizer (missing or broken tokenizer files): {_one_line(e)}") from None
+        raise TargetError(
+            f"{path}: cannot load the tokenizer (missing or broken tokenizer files): {_one_line(e)}"
+        ) from None
     if isinstance(tokenizer, bool) or not callable(tokenizer):
         raise TargetError(f"{path}: no tokenizer files found")
     return model, tokenizer
@@ -218,8 +220,10 @@ def _load_factory(spec: str) -> tuple[Any, Any]:
         raise TargetError(f"{spec}: the factory must return (model, tokenizer), got {type(result).__name__}")
     model, tokenizer = result
     if not hasattr(model, "config") or not callable(tokenizer):
-        raise TargetError(f"{spec}: the factory must return (model, tokenizer), got ({type(model).__name__}, "
-                          f"{type(tokenizer).__name__})")
+        raise TargetError(
+            f"{spec}: the factory must return (model, tokenizer), got ({type(model).__name__}, "
+            f"{type(tokenizer).__name__})"
+        )
     return model, tokenizer
 
 

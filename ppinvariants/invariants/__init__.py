@@ -1,0 +1,68 @@
+"""Invariants: pure functions from a :class:`~ppinvariants.capture.GenerationRecord` to violations.
+
+One module per family; each function's docstring states the property and why it holds.
+:func:`run_invariants` runs them and turns violations into results, matching known upstream
+issues narrowly (status ``xfail``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from ..capture import GenerationRecord
+from ..errors import NotApplicable
+from ..known_issues import KNOWN_ISSUES, KnownIssue
+from ..report import Result
+from . import logprobs, processors, scores, shapes, special_tokens  # noqa: F401 - registers the checks
+from ._base import REGISTRY, Invariant
+
+ALL: tuple[Invariant, ...] = tuple(REGISTRY.values())
+
+
+def get(names: Iterable[str] | None = None) -> tuple[Invariant, ...]:
+    """The invariants called ``names`` (all when None); unknown names raise KeyError."""
+    if names is None:
+        return ALL
+    return tuple(REGISTRY[n] for n in names)
+
+
+def run_invariants(
+    record: GenerationRecord,
+    invariants: Iterable[Invariant] | None = None,
+    known_issues: Iterable[KnownIssue] = KNOWN_ISSUES,
+) -> list[Result]:
+    """Run each invariant on ``record``: ``pass``, ``fail``, ``skip`` (not applicable), ``xfail``
+    (every violation matches one known upstream issue) or ``error`` (the check itself crashed)."""
+    results = []
+    known = list(known_issues)
+    for inv in invariants or ALL:
+        base = dict(invariant=inv.name, decoding=record.decoding.name, repro=record.repro())
+        try:
+            violations = inv.check(record)
+        except NotApplicable as e:
+            results.append(Result(status="skip", reason=str(e), **base))
+            continue
+        except Exception as e:  # noqa: BLE001 - a crashing check is reported, the others still run
+            results.append(Result(status="error", reason=f"{type(e).__name__}: {e}", **base))
+            continue
+        total = getattr(violations, "total", len(violations))
+        if not violations:
+            results.append(Result(status="pass", **base))
+            continue
+        issue = next((k for k in known if k.explains(record, inv.name, violations)), None)
+        if issue is not None:
+            results.append(
+                Result(
+                    status="xfail",
+                    reason=f"{issue.reason} ({issue.reference})",
+                    violations=list(violations),
+                    total_violations=total,
+                    **base,
+                )
+            )
+        else:
+            results.append(Result(status="fail", violations=list(violations), total_violations=total, **base))
+    return results
+
+
+__all__ = ["ALL", "Invariant", "get", "run_invariants"]

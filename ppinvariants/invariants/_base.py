@@ -1,0 +1,146 @@
+"""What every invariant module shares: the registry, and building diagnostic violations."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from ..capture import GenerationRecord
+from ..report import Violation
+
+#: Violations kept per result; the total is still counted.
+MAX_KEPT = 20
+
+
+class Violations(list):
+    """A list of the first :data:`MAX_KEPT` violations, with ``total`` counting all of them."""
+
+    total: int = 0
+
+
+Check = Callable[[GenerationRecord], list[Violation]]
+
+
+@dataclass(frozen=True)
+class Invariant:
+    """A named property of a generation record; ``check`` returns the violations (empty: it holds)."""
+
+    name: str
+    family: str
+    check: Check
+
+    @property
+    def doc(self) -> str:
+        return (self.check.__doc__ or "").strip().split("\n\n")[0].replace("\n", " ")
+
+
+REGISTRY: dict[str, Invariant] = {}
+
+
+def invariant(family: str) -> Callable[[Check], Check]:
+    """Register a check function under its own name, in ``family``."""
+
+    def deco(fn: Check) -> Check:
+        REGISTRY[fn.__name__] = Invariant(fn.__name__, family, fn)
+        return fn
+
+    return deco
+
+
+def fmt(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
+def generated_context(record: GenerationRecord, row: int, step: int, width: int = 3) -> str:
+    """Decoded tokens of ``row`` around generated ``step``, the step's token in ``[[ ]]``."""
+    seq = record.sequences[row].tolist()
+    pos = step + 1  # sequences[:, 0] is the decoder start
+    lo, hi = max(0, pos - width), min(len(seq), pos + 2)
+    parts = []
+    for p in range(lo, hi):
+        text = repr(record.token_text(seq[p]))
+        parts.append(f"[[{text}]]" if p == pos else text)
+    prefix = "... " if lo > 0 else ""
+    suffix = " ..." if hi < len(seq) else ""
+    return prefix + " ".join(parts) + suffix
+
+
+def input_context(record: GenerationRecord, row: int, pos: int, width: int = 3) -> str:
+    ids = record.input_ids[row].tolist()
+    lo, hi = max(0, pos - width), min(len(ids), pos + 2)
+    parts = [
+        f"[[{record.token_text(ids[p])!r}]]" if p == pos else repr(record.token_text(ids[p])) for p in range(lo, hi)
+    ]
+    return ("... " if lo > 0 else "") + " ".join(parts) + (" ..." if hi < len(ids) else "")
+
+
+def make(
+    record: GenerationRecord,
+    name: str,
+    what: str,
+    *,
+    row: int | None = None,
+    step: int | None = None,
+    token_id: int | None = None,
+    expected: object = None,
+    found: object = None,
+    on_input: bool = False,
+    input_pos: int | None = None,
+) -> Violation:
+    """A violation whose message names the check, example, step, token (id and text), expected vs found."""
+    where = []
+    if row is not None:
+        src = row if on_input else record.input_of_row(row)
+        text = record.texts[src] if src < len(record.texts) else "?"
+        short = text if len(text) <= 40 else text[:37] + "..."
+        where.append(f"row {row} (input #{src} {short!r})")
+    if step is not None:
+        where.append(f"step {step}")
+    if input_pos is not None:
+        where.append(f"input position {input_pos}")
+    token = None
+    if token_id is not None:
+        token = record.token_text(token_id)
+        where.append(f"token {token_id} {token!r}")
+    message = f"{name}: {what}"
+    if where:
+        message += " at " + ", ".join(where)
+    if expected is not None or found is not None:
+        message += f"; expected {fmt(expected)}, found {fmt(found)}"
+    context = None
+    if row is not None and on_input and input_pos is not None:
+        context = input_context(record, row, input_pos)
+    elif row is not None and step is not None and not on_input:
+        context = generated_context(record, row, step)
+    return Violation(
+        invariant=name,
+        message=message,
+        row=row,
+        step=step,
+        token_id=token_id,
+        token=token,
+        expected=None if expected is None else fmt(expected),
+        found=None if found is None else fmt(found),
+        context=context,
+    )
+
+
+def from_positions(positions: torch.Tensor, build: Callable[[tuple[int, ...]], Violation]) -> Violations:
+    """Build violations for the first :data:`MAX_KEPT` rows of an ``[N, k]`` index tensor, counting all N."""
+    out = Violations()
+    out.total = int(positions.shape[0])
+    for idx in positions[:MAX_KEPT].tolist():
+        out.append(build(tuple(int(i) for i in idx)))
+    return out
+
+
+def merge(*parts: list[Violation]) -> Violations:
+    out = Violations()
+    for p in parts:
+        out.total += getattr(p, "total", len(p))
+        out.extend(p[: max(0, MAX_KEPT - len(out))])
+    return out

@@ -1,0 +1,114 @@
+"""Step scores as distributions: finite where they should be, normalisable, entropy in range."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..capture import GenerationRecord, log_probs
+from ..report import Violation
+from ._base import from_positions, invariant, make, merge
+
+
+@invariant("scores")
+def scores_have_no_nan_or_posinf(record: GenerationRecord) -> list[Violation]:
+    """No NaN and no ``+inf`` in the processed scores; raw logits are finite everywhere.
+
+    Logits processors may only *remove* tokens (``-inf``); NaN or ``+inf`` come from numerical
+    overflow (fp16 attention, exploding activations) and poison every softmax and log-prob.
+    """
+    name = "scores_have_no_nan_or_posinf"
+    parts = []
+    s = record.scores
+    bad = (torch.isnan(s) | torch.isposinf(s)).nonzero()
+    parts.append(
+        from_positions(
+            bad,
+            lambda p: make(
+                record,
+                name,
+                "processed score is NaN or +inf",
+                row=p[0],
+                step=p[1],
+                token_id=p[2],
+                expected="finite or -inf",
+                found=float(s[p]),
+            ),
+        )
+    )
+    if record.logits is not None:
+        lg = record.logits
+        bad = (~torch.isfinite(lg)).nonzero()
+        parts.append(
+            from_positions(
+                bad,
+                lambda p: make(
+                    record,
+                    name,
+                    "raw logit is not finite",
+                    row=p[0],
+                    step=p[1],
+                    token_id=p[2],
+                    expected="finite",
+                    found=float(lg[p]),
+                ),
+            )
+        )
+    return merge(*parts)
+
+
+@invariant("scores")
+def softmax_rows_sum_to_one(record: GenerationRecord) -> list[Violation]:
+    """``exp(log_softmax(scores))`` sums to 1 over the vocabulary at every row and step (dtype-aware tolerance).
+
+    A row that cannot be normalised (all ``-inf``, or NaN anywhere) has no distribution to sample
+    from or score with; generate() would pick an arbitrary token there.
+    """
+    name = "softmax_rows_sum_to_one"
+    sums = log_probs(record.scores).exp().sum(dim=-1)
+    bad = (~((sums - 1).abs() <= record.tolerance)).nonzero()  # NaN compares False: caught
+    return from_positions(
+        bad,
+        lambda p: make(
+            record,
+            name,
+            "softmax of the step scores does not sum to 1",
+            row=p[0],
+            step=p[1],
+            expected=f"1 +/- {record.tolerance:g}",
+            found=float(sums[p]),
+        ),
+    )
+
+
+@invariant("scores")
+def step_entropy_within_bounds(record: GenerationRecord) -> list[Violation]:
+    """The entropy of each step distribution lies in ``[0, log V]``.
+
+    Entropy is a sum of non-negative terms bounded by the uniform distribution's ``log V``; a value
+    outside means the scores are not a valid distribution (NaN, wrong axis normalised).
+    """
+    name = "step_entropy_within_bounds"
+    lp = log_probs(record.scores)
+    p = lp.exp()
+    # 0 * log 0 is 0 by convention; NaN in lp stays NaN and is reported.
+    terms = torch.where(p > 0, -p * lp, torch.where(torch.isnan(lp), lp, torch.zeros_like(lp)))
+    h = terms.sum(dim=-1)
+    upper = math.log(record.scores.shape[-1])
+    tol = record.tolerance
+    bad = (~((h >= -tol) & (h <= upper + tol))).nonzero()
+    return merge(
+        from_positions(
+            bad,
+            lambda q: make(
+                record,
+                name,
+                "step entropy outside [0, log V]",
+                row=q[0],
+                step=q[1],
+                expected=f"0 <= H <= {upper:.4f}",
+                found=float(h[q]),
+            ),
+        )
+    )

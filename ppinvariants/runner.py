@@ -1,0 +1,89 @@
+"""Check targets end to end: load, capture under each decoding, run the invariants, build the report."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+
+from .capture import DEFAULT_DECODINGS, DEFAULT_TEXTS, Decoding, capture
+from .errors import PPIError
+from .invariants import Invariant, run_invariants
+from .report import Report, Result, TargetReport, environment
+from .targets import Target, load_target
+
+Progress = Callable[[str], None]
+
+
+def check_loaded(
+    target: Target,
+    *,
+    texts: Sequence[str] = DEFAULT_TEXTS,
+    decodings: Iterable[Decoding] = DEFAULT_DECODINGS,
+    invariants: Iterable[Invariant] | None = None,
+    progress: Progress | None = None,
+) -> TargetReport:
+    """Run every decoding on ``target`` and every invariant on each record."""
+    conventions = target.conventions.to_dict()
+    conventions["describe"] = target.conventions.describe()
+    tr = TargetReport(target=target.spec, conventions=conventions)
+    invs = list(invariants) if invariants is not None else None
+    for decoding in decodings:
+        if progress:
+            progress(f"{target.spec} / {decoding.name}")
+        try:
+            record = capture(target, list(texts), decoding)
+        except PPIError:
+            raise
+        except Exception as e:  # noqa: BLE001 - a crash in generate() is a finding, not a crash of ours
+            tr.results.append(
+                Result(
+                    invariant="generate",
+                    decoding=decoding.name,
+                    status="error",
+                    reason=f"generate() raised {type(e).__name__}: {e}",
+                )
+            )
+            continue
+        if record.truncated:
+            tr.results.append(
+                Result(
+                    invariant="inputs_fit_positions",
+                    decoding=decoding.name,
+                    status="skip",
+                    reason=f"inputs {record.truncated} were truncated to the model's positions",
+                )
+            )
+        tr.results.extend(run_invariants(record, invs))
+    return tr.finalize()
+
+
+def check(
+    specs: Sequence[str],
+    *,
+    texts: Sequence[str] = DEFAULT_TEXTS,
+    decodings: Iterable[Decoding] = DEFAULT_DECODINGS,
+    invariants: Iterable[Invariant] | None = None,
+    device: str = "cpu",
+    dtype: str = "float32",
+    trust_remote_code: bool = False,
+    allow_pickle: bool = False,
+    progress: Progress | None = None,
+) -> Report:
+    """Load and check each target; a target that cannot be loaded gets status ``error``."""
+    decodings = list(decodings)
+    report = Report(environment=environment(device, dtype))
+    for spec in specs:
+        try:
+            target = load_target(
+                spec,
+                device=device,
+                dtype=dtype,
+                trust_remote_code=trust_remote_code,
+                allow_pickle=allow_pickle,
+            )
+            report.environment["device"] = str(target.device)
+            report.targets.append(
+                check_loaded(target, texts=texts, decodings=decodings, invariants=invariants, progress=progress)
+            )
+        except PPIError as e:
+            report.targets.append(TargetReport(target=spec, error=str(e)).finalize())
+    return report
