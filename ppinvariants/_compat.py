@@ -41,13 +41,17 @@ def has_group_beam_search() -> bool:
 
 
 def compute_transition_scores(
-    model: Any, sequences: torch.Tensor, scores: tuple[torch.Tensor, ...], beam_indices: torch.Tensor | None
+    model: Any,
+    sequences: torch.Tensor,
+    scores: tuple[torch.Tensor, ...],
+    beam_indices: torch.Tensor | None,
+    normalize_logits: bool,
 ) -> torch.Tensor | None:
     """transformers' own per-token transition scores, or None where the model lacks the method."""
     fn = getattr(model, "compute_transition_scores", None)
     if fn is None:
         return None
-    return fn(sequences, scores, beam_indices=beam_indices, normalize_logits=False)
+    return fn(sequences, scores, beam_indices=beam_indices, normalize_logits=normalize_logits)
 
 
 def tokenizer_vocab_size(tokenizer: Any) -> int:

@@ -286,11 +286,14 @@ def capture(target: Any, texts: list[str], decoding: Decoding) -> GenerationReco
         out = model.generate(**batch, generation_config=gen_config)
     sequences = out.sequences.detach().cpu()
     beam_indices = getattr(out, "beam_indices", None)
-    beam_indices = None if beam_indices is None else beam_indices.detach().cpu()
-    transition = None
-    if decoding.num_beams > 1 and not decoding.do_sample:
-        transition = _compat.compute_transition_scores(model, out.sequences, out.scores, out.beam_indices)
-        transition = None if transition is None else transition.detach().float().cpu()
+    beam_indices = None if beam_indices is None else beam_indices.detach()
+    # transformers' own reading of the chosen-token log-probs, kept to hold ours against:
+    # beam scores are log-probs already; greedy/sampling scores are logits to normalise.
+    is_beam = decoding.num_beams > 1 and not decoding.do_sample
+    transition = _compat.compute_transition_scores(
+        model, out.sequences, out.scores, beam_indices if is_beam else None, normalize_logits=not is_beam
+    )
+    transition = None if transition is None else transition.detach().float().cpu()
     seq_scores = getattr(out, "sequences_scores", None)
     effective = gen_config.to_dict()
     return GenerationRecord(
@@ -302,7 +305,7 @@ def capture(target: Any, texts: list[str], decoding: Decoding) -> GenerationReco
         sequences=sequences,
         scores=stack_steps(out.scores),
         logits=stack_steps(getattr(out, "logits", None)),
-        beam_indices=beam_indices,
+        beam_indices=None if beam_indices is None else beam_indices.cpu(),
         sequences_scores=None if seq_scores is None else seq_scores.detach().float().cpu(),
         transition_scores=transition,
         generation_config=effective,
