@@ -57,3 +57,10 @@ def compute_transition_scores(
 def tokenizer_vocab_size(tokenizer: Any) -> int:
     """Number of ids the tokenizer can map back to a token (base vocabulary plus added tokens)."""
     return len(tokenizer)
+
+
+def is_text_seq2seq(model_type: str) -> bool:
+    """Whether ``AutoModelForSeq2SeqLM`` knows ``model_type`` (text-to-text), by its public name table."""
+    from transformers.models.auto import modeling_auto
+
+    return model_type in modeling_auto.MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES

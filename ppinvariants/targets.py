@@ -24,6 +24,16 @@ from .errors import TargetError, UsageError
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 _SAFE_WEIGHTS = ("model.safetensors", "model.safetensors.index.json")
 _PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json")
+_TOKENIZER_FILES = (
+    "tokenizer.json",
+    "vocab.json",
+    "vocab.txt",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+    "source.spm",
+    "sentencepiece.model",
+    "tokenizer.model",
+)
 
 
 @dataclass
@@ -149,6 +159,15 @@ def _load_checkpoint(path: Path, dt: torch.dtype, trust_remote_code: bool, allow
             f"{path}: model_type {config.model_type!r} is decoder-only (not an encoder-decoder model); "
             "ppinvariants checks seq2seq generation"
         )
+    cls: Any
+    if config.model_type == "encoder-decoder":
+        cls = transformers.EncoderDecoderModel
+    else:
+        cls = transformers.AutoModelForSeq2SeqLM
+        if not _compat.is_text_seq2seq(config.model_type) and not trust_remote_code:
+            raise TargetError(
+                f"{path}: model_type {config.model_type!r} is not a text-to-text model (AutoModelForSeq2SeqLM)"
+            )
     names = {p.name for p in path.iterdir()}
     if names & set(_SAFE_WEIGHTS):
         weights = {"use_safetensors": True}
@@ -161,21 +180,15 @@ def _load_checkpoint(path: Path, dt: torch.dtype, trust_remote_code: bool, allow
         weights = {"use_safetensors": False}
     else:
         raise TargetError(f"{path}: no weights found (model.safetensors)")
-    cls: Any
-    if config.model_type == "encoder-decoder":
-        cls = transformers.EncoderDecoderModel
-    else:
-        cls = transformers.AutoModelForSeq2SeqLM
-        if type(config) not in cls._model_mapping and not trust_remote_code:
-            raise TargetError(
-                f"{path}: model_type {config.model_type!r} is not a text-to-text model (AutoModelForSeq2SeqLM)"
-            )
     try:
         model = cls.from_pretrained(
             str(path), trust_remote_code=trust_remote_code, **weights, **_compat.dtype_kwarg(dt)
         )
     except Exception as e:  # noqa: BLE001
         raise TargetError(f"{path}: cannot load the model: {_one_line(e)}") from None
+    if not names & set(_TOKENIZER_FILES):
+        # transformers 5 silently builds an empty tokenizer from nothing: refuse instead.
+        raise TargetError(f"{path}: missing tokenizer files (none of {', '.join(_TOKENIZER_FILES)})")
     try:
         tokenizer = transformers.AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
     except Exception as e:  # noqa: BLE001
@@ -184,6 +197,12 @@ def _load_checkpoint(path: Path, dt: torch.dtype, trust_remote_code: bool, allow
         ) from None
     if isinstance(tokenizer, bool) or not callable(tokenizer):
         raise TargetError(f"{path}: no tokenizer files found")
+    width = model.get_output_embeddings().weight.shape[0]
+    if len(tokenizer) < width // 2:
+        raise TargetError(
+            f"{path}: the tokenizer knows {len(tokenizer)} tokens but the model has {width} outputs "
+            "(tokenizer files missing or from another model)"
+        )
     return model, tokenizer
 
 

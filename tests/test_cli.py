@@ -1,0 +1,277 @@
+"""The check command end to end: exit codes, JSON shape, human output, and one clear line for bad input."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ppinvariants import testing
+from ppinvariants.cli import main
+
+HERE = Path(__file__).parent
+FACTORIES = HERE / "factories.py"
+
+
+def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    code = main(["check", *args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_clear_line(code: int, err: str, fragment: str) -> None:
+    assert code == 2
+    assert "Traceback" not in err
+    lines = [line for line in err.strip().splitlines() if line]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("ppinvariants: error: ")
+    assert fragment in lines[0], lines[0]
+
+
+def test_check_passes_on_a_tiny_model_and_writes_the_json_shape(capsys, tmp_path: Path) -> None:
+    path = tmp_path / "r.json"
+    code, out, _ = run(capsys, "tiny:bart", "--json", str(path))
+    assert code == 0, out
+    report = json.loads(path.read_text())
+    assert set(report) == {"environment", "targets"}
+    assert set(report["environment"]) == {"python", "torch", "transformers", "device", "dtype"}
+    [target] = report["targets"]
+    assert {"target", "status", "error", "conventions", "results"} <= set(target)
+    assert target["status"] == "pass" and target["error"] is None
+    decodings = {r["decoding"] for r in target["results"]}
+    assert decodings == {"greedy", "beam"}
+    for r in target["results"]:
+        assert {"invariant", "decoding", "status", "reason", "violations"} <= set(r)
+        assert r["status"] in ("pass", "fail", "skip", "xfail")
+    assert "tiny:bart: PASS" in out
+
+
+def test_verbose_prints_the_conventions(capsys) -> None:
+    code, out, _ = run(capsys, "tiny:mbart", "-v")
+    assert code == 0
+    assert "input:" in out and "en_XX" in out and "ro_RO" in out and "[forced]" in out
+
+
+def test_a_broken_model_exits_1_naming_the_invariant(capsys, tmp_path: Path) -> None:
+    path = tmp_path / "r.json"
+    code, out, _ = run(capsys, f"{FACTORIES}:nan_logits", "--json", str(path))
+    assert code == 1
+    assert "[FAIL] scores_have_no_nan_or_posinf (greedy)" in out
+    assert "token 17" in out and "reproduce:" in out
+    report = json.loads(path.read_text())
+    failed = {r["invariant"] for r in report["targets"][0]["results"] if r["status"] == "fail"}
+    assert "scores_have_no_nan_or_posinf" in failed
+    v = next(r for r in report["targets"][0]["results"] if r["invariant"] == "scores_have_no_nan_or_posinf")
+    first = v["violations"][0]
+    assert first["token_id"] == 17 and first["step"] is not None and first["row"] is not None
+
+
+def test_an_unexplained_neg_inf_is_caught_end_to_end(capsys) -> None:
+    code, out, _ = run(capsys, f"{FACTORIES}:banned_token")
+    assert code == 1
+    assert "neg_inf_only_where_processors_explain" in out and "token 42" in out
+
+
+def test_a_healthy_factory_passes(capsys) -> None:
+    code, out, _ = run(capsys, f"{FACTORIES}:healthy", "-q")
+    assert code == 0 and out.strip().endswith("pass")
+
+
+def test_python_dash_m_and_the_console_script_work() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "ppinvariants", "check", "tiny:t5", "-q"], capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "tiny:t5: pass" in proc.stdout
+    exe = shutil.which("ppinvariants")
+    if exe:
+        proc = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0 and "ppinvariants" in proc.stdout
+
+
+def test_bad_input_exits_2_without_traceback_in_a_real_process(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "ppinvariants", "check", str(tmp_path / "missing")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr and "no such checkpoint directory" in proc.stderr
+
+
+# ------------------------------------------------------------------ bad input, one line each
+
+
+def _copy_tiny(tmp_path: Path, arch: str = "bart") -> Path:
+    dst = tmp_path / f"ckpt-{arch}"
+    shutil.copytree(testing.tiny_checkpoint(arch), dst)
+    return dst
+
+
+def test_missing_path(capsys, tmp_path: Path) -> None:
+    code, _, err = run(capsys, str(tmp_path / "nope"))
+    assert_one_clear_line(code, err, "no such checkpoint directory")
+
+
+def test_directory_without_config(capsys, tmp_path: Path) -> None:
+    code, _, err = run(capsys, str(tmp_path))
+    assert_one_clear_line(code, err, "no config.json")
+
+
+def test_corrupt_config(capsys, tmp_path: Path) -> None:
+    d = _copy_tiny(tmp_path)
+    (d / "config.json").write_text("{not json")
+    code, _, err = run(capsys, str(d))
+    assert_one_clear_line(code, err, "corrupt config.json")
+
+
+def test_decoder_only_checkpoint(capsys, tmp_path: Path) -> None:
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    d = tmp_path / "gpt2"
+    GPT2LMHeadModel(GPT2Config(n_layer=1, n_head=2, n_embd=16, vocab_size=64)).save_pretrained(d)
+    code, _, err = run(capsys, str(d))
+    assert_one_clear_line(code, err, "decoder-only")
+
+
+def test_decoder_only_factory(capsys) -> None:
+    code, _, err = run(capsys, f"{FACTORIES}:decoder_only")
+    assert_one_clear_line(code, err, "not an encoder-decoder model")
+
+
+def test_non_text_model(capsys, tmp_path: Path) -> None:
+    from transformers import WhisperConfig
+
+    d = tmp_path / "whisper"
+    WhisperConfig(d_model=16, encoder_layers=1, decoder_layers=1).save_pretrained(d)
+    code, _, err = run(capsys, str(d))
+    assert_one_clear_line(code, err, "not a text-to-text model")
+
+
+def test_missing_tokenizer_files(capsys, tmp_path: Path) -> None:
+    d = _copy_tiny(tmp_path)
+    for name in ("vocab.json", "merges.txt", "tokenizer.json", "tokenizer_config.json"):
+        (d / name).unlink(missing_ok=True)
+    code, _, err = run(capsys, str(d))
+    assert_one_clear_line(code, err, "tokenizer")
+
+
+def test_tokenizer_without_pad_token(capsys) -> None:
+    code, _, err = run(capsys, f"{FACTORIES}:no_pad_token")
+    assert_one_clear_line(code, err, "no pad token")
+
+
+@pytest.mark.parametrize("text", ["", "   \t "], ids=["empty", "whitespace"])
+def test_empty_or_whitespace_text(capsys, text: str) -> None:
+    code, _, err = run(capsys, "tiny:bart", "--text", text)
+    assert_one_clear_line(code, err, "empty or whitespace-only")
+
+
+def test_text_longer_than_the_positions_is_truncated_and_said(capsys) -> None:
+    code, out, _ = run(capsys, "tiny:bart", "-v", "--text", "word " * 400, "--text", "Hello world.")
+    assert code == 0
+    assert "truncated to the model's positions" in out
+
+
+def test_unknown_device(capsys) -> None:
+    code, _, err = run(capsys, "tiny:bart", "--device", "tpu")
+    assert_one_clear_line(code, err, "unknown device")
+
+
+def test_cuda_without_a_gpu(capsys) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    code, _, err = run(capsys, "tiny:bart", "--device", "cuda")
+    assert_one_clear_line(code, err, "no CUDA GPU")
+
+
+def test_unknown_dtype(capsys) -> None:
+    code, _, err = run(capsys, "tiny:bart", "--dtype", "int8")
+    assert_one_clear_line(code, err, "unknown dtype")
+
+
+@pytest.mark.parametrize(
+    ("spec", "fragment"),
+    [
+        (f"{FACTORIES}:does_not_exist", "has no callable"),
+        (f"{HERE}/no_such_file.py:make", "no such file"),
+        ("no_such_module_xyz:make", "cannot import"),
+        (f"{FACTORIES}:raises", "the factory raised RuntimeError: weights server unreachable"),
+        (f"{FACTORIES}:wrong_return", "must return (model, tokenizer)"),
+        ("tiny:nope", "unknown tiny model"),
+        ("some-org/some-model", "not in the local Hugging Face cache"),
+    ],
+    ids=["no-callable", "no-file", "no-module", "raises", "wrong-return", "unknown-tiny", "uncached-hub-id"],
+)
+def test_malformed_or_failing_targets(capsys, spec: str, fragment: str) -> None:
+    code, _, err = run(capsys, spec)
+    assert_one_clear_line(code, err, fragment)
+
+
+def test_pickle_only_checkpoint_is_refused_unless_allowed(capsys, tmp_path: Path) -> None:
+    import transformers
+
+    import torch
+
+    src = testing.tiny_checkpoint("bart")
+    d = tmp_path / "pickled"
+    shutil.copytree(src, d)
+    model = transformers.AutoModelForSeq2SeqLM.from_pretrained(src)
+    (d / "model.safetensors").unlink()
+    torch.save(model.state_dict(), d / "pytorch_model.bin")
+    capsys.readouterr()  # drop the progress bar of the load above
+    code, _, err = run(capsys, str(d))
+    assert_one_clear_line(code, err, "pickle")
+    code, out, _ = run(capsys, str(d), "--allow-pickle", "-q")
+    assert code == 0, out
+
+
+def test_remote_code_is_refused_unless_trusted(capsys, tmp_path: Path) -> None:
+    d = _copy_tiny(tmp_path)
+    cfg = json.loads((d / "config.json").read_text())
+    cfg["auto_map"] = {"AutoModelForSeq2SeqLM": "modeling_evil.EvilModel"}
+    (d / "config.json").write_text(json.dumps(cfg))
+    code, _, err = run(capsys, str(d))
+    assert_one_clear_line(code, err, "--trust-remote-code")
+
+
+def test_a_factory_folder_is_importable_for_sibling_modules(capsys, tmp_path: Path) -> None:
+    (tmp_path / "sibling_helper.py").write_text("SPEC = 'tiny:t5'\n")
+    (tmp_path / "my_factory.py").write_text(
+        "from sibling_helper import SPEC\n"
+        "from ppinvariants.targets import load_target\n"
+        "def make():\n    t = load_target(SPEC)\n    return t.model, t.tokenizer\n"
+    )
+    code, out, _ = run(capsys, f"{tmp_path / 'my_factory.py'}:make", "-q")
+    assert code == 0, out
+
+
+def test_usage_errors_are_one_line(capsys) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["frobnicate"])
+    assert exc.value.code == 2
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_a_crash_inside_generate_is_an_error_result_and_other_checks_run(capsys, monkeypatch) -> None:
+    from ppinvariants import runner
+
+    real = runner.capture
+
+    def flaky(target, texts, decoding):  # noqa: ANN001
+        if decoding.name == "beam":
+            raise RuntimeError("CUDA error: device-side assert triggered")
+        return real(target, texts, decoding)
+
+    monkeypatch.setattr(runner, "capture", flaky)
+    code, out, _ = run(capsys, "tiny:bart")
+    assert code == 1
+    assert "generate() raised RuntimeError: CUDA error" in out
+    assert "scores_have_no_nan_or_posinf" in out  # greedy still ran
