@@ -216,9 +216,8 @@ def test_malformed_or_failing_targets(capsys, spec: str, fragment: str) -> None:
 
 
 def test_pickle_only_checkpoint_is_refused_unless_allowed(capsys, tmp_path: Path) -> None:
-    import transformers
-
     import torch
+    import transformers
 
     src = testing.tiny_checkpoint("bart")
     d = tmp_path / "pickled"
