@@ -67,7 +67,8 @@ class Decoding:
 
 GREEDY = Decoding("greedy", min_length=6, max_new_tokens=24)
 BEAM = Decoding("beam", num_beams=4, num_return_sequences=2, min_length=6, max_new_tokens=24)
-DEFAULT_DECODINGS: tuple[Decoding, ...] = (GREEDY, BEAM)
+SAMPLE = Decoding("sample", do_sample=True, temperature=0.8, top_k=40, top_p=0.9, min_length=6, max_new_tokens=24, seed=0)
+DEFAULT_DECODINGS: tuple[Decoding, ...] = (GREEDY, BEAM, SAMPLE)
 
 #: Default inputs of ``ppinvariants check``: very different lengths (padding), digits,
 #: punctuation, unicode and whitespace oddities.

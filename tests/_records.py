@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import copy
 
-from ppinvariants.capture import BEAM, DEFAULT_TEXTS, GREEDY, GenerationRecord, capture
+from ppinvariants.capture import BEAM, DEFAULT_TEXTS, GREEDY, SAMPLE, GenerationRecord, capture
 from ppinvariants.targets import Target, load_target
 
 _TARGETS: dict[str, Target] = {}
 _RECORDS: dict[tuple[str, str], GenerationRecord] = {}
-DECODINGS = {"greedy": GREEDY, "beam": BEAM}
+DECODINGS = {"greedy": GREEDY, "beam": BEAM, "sample": SAMPLE}
 
 
 def tiny_target(arch: str) -> Target:

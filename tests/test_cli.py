@@ -43,7 +43,7 @@ def test_check_passes_on_a_tiny_model_and_writes_the_json_shape(capsys, tmp_path
     assert {"target", "status", "error", "conventions", "results"} <= set(target)
     assert target["status"] == "pass" and target["error"] is None
     decodings = {r["decoding"] for r in target["results"]}
-    assert decodings == {"greedy", "beam"}
+    assert decodings == {"greedy", "beam", "sample"}
     for r in target["results"]:
         assert {"invariant", "decoding", "status", "reason", "violations"} <= set(r)
         assert r["status"] in ("pass", "fail", "skip", "xfail")
