@@ -64,3 +64,16 @@ def is_text_seq2seq(model_type: str) -> bool:
     from transformers.models.auto import modeling_auto
 
     return model_type in modeling_auto.MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES
+
+
+def generate_with_grad(model: Any, **kwargs: Any) -> Any | None:
+    """Call ``generate()`` with autograd on, or return None where that is not possible.
+
+    ``generate()`` is wrapped in ``torch.no_grad()``; the undecorated function underneath is
+    reached with ``inspect.unwrap`` (every transformers version from 4.40 wraps it with functools).
+    """
+    raw = inspect.unwrap(type(model).generate)
+    if raw is type(model).generate and not hasattr(type(model).generate, "__wrapped__"):
+        return None
+    with torch.enable_grad():
+        return raw(model, **kwargs)

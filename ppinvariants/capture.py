@@ -113,6 +113,7 @@ class GenerationRecord:
     device: str
     truncated: list[int] = field(default_factory=list)
     tokenizer: Any = field(default=None, repr=False, compare=False)
+    evidence: Any = field(default=None, repr=False)  # ppinvariants.evidence.Evidence, when collected
 
     # -- shape facts -------------------------------------------------------------------------
     @property
@@ -270,8 +271,13 @@ def _max_positions(tokenizer: Any, model: Any) -> int:
     return min(values) if values else 512
 
 
-def capture(target: Any, texts: list[str], decoding: Decoding) -> GenerationRecord:
-    """Run ``target.model.generate()`` on ``texts`` under ``decoding`` and return the record."""
+def capture(target: Any, texts: list[str], decoding: Decoding, *, evidence: bool = True) -> GenerationRecord:
+    """Run ``target.model.generate()`` on ``texts`` under ``decoding`` and return the record.
+
+    With ``evidence`` (the default) the model is also re-run as the consistency invariants need
+    (teacher forcing, each input alone, a permuted batch, a second run, gradients); see
+    :mod:`ppinvariants.evidence`. Without it those invariants skip.
+    """
     decoding.validate()
     model, tokenizer = target.model, target.tokenizer
     batch, truncated = encode(tokenizer, texts, model)
@@ -297,7 +303,7 @@ def capture(target: Any, texts: list[str], decoding: Decoding) -> GenerationReco
     transition = None if transition is None else transition.detach().float().cpu()
     seq_scores = getattr(out, "sequences_scores", None)
     effective = gen_config.to_dict()
-    return GenerationRecord(
+    record = GenerationRecord(
         target=target.spec,
         decoding=decoding,
         texts=list(texts),
@@ -318,3 +324,8 @@ def capture(target: Any, texts: list[str], decoding: Decoding) -> GenerationReco
         truncated=truncated,
         tokenizer=tokenizer,
     )
+    if evidence:
+        from .evidence import collect_evidence  # evidence reads records: imported here, not at the top
+
+        record.evidence = collect_evidence(target, record)
+    return record

@@ -64,3 +64,51 @@ def raises():
 
 def wrong_return():
     return "not a model"
+
+
+def cache_drift():
+    """BART whose incremental (cached, one-token) decoder steps get shifted logits: cache drift."""
+    model, tok = healthy()
+
+    def hook(_module, inputs, output):
+        if inputs[0].shape[1] == 1:  # one new position: incremental decoding with a cache
+            output = output + 0.3 * torch.linspace(-1, 1, output.shape[-1])
+        return output
+
+    model.get_output_embeddings().register_forward_hook(hook)
+    return model, tok
+
+
+def encoder_ignores_mask():
+    """BART whose encoder drops the attention mask: padding leaks into every padded row."""
+    model, tok = healthy()
+    encoder = model.get_encoder()
+    forward = encoder.forward
+
+    def no_mask(*args, **kwargs):
+        kwargs["attention_mask"] = None
+        return forward(*args, **kwargs)
+
+    encoder.forward = no_mask
+    return model, tok
+
+
+def noisy_in_eval():
+    """BART with dropout-like noise on its logits even in eval mode: non-deterministic."""
+    model, tok = healthy()
+
+    def hook(_module, _inputs, output):
+        return output + 2.0 * torch.randn(output.shape, generator=_NOISE)
+
+    model.get_output_embeddings().register_forward_hook(hook)
+    return model, tok
+
+
+_NOISE = torch.Generator().manual_seed(1234)  # not reset by torch.manual_seed: a nondeterministic source
+
+
+def detached_logits():
+    """BART whose logits are detached from the parameters: no gradient for RL."""
+    model, tok = healthy()
+    model.get_output_embeddings().register_forward_hook(lambda _m, _i, output: output.detach())
+    return model, tok

@@ -13,7 +13,7 @@ from ..capture import GenerationRecord
 from ..errors import NotApplicable
 from ..known_issues import KNOWN_ISSUES, KnownIssue
 from ..report import Result
-from . import logprobs, processors, scores, shapes, special_tokens  # noqa: F401 - registers the checks
+from . import beam, consistency, logprobs, processors, sampling, scores, shapes, special_tokens, vocabulary  # noqa: F401 - registers the checks
 from ._base import REGISTRY, Invariant
 
 ALL: tuple[Invariant, ...] = tuple(REGISTRY.values())
@@ -47,7 +47,8 @@ def run_invariants(
             continue
         total = getattr(violations, "total", len(violations))
         if not violations:
-            results.append(Result(status="pass", **base))
+            note = inv.note(record) if inv.note else None
+            results.append(Result(status="pass", reason=note or "", **base))
             continue
         issue = next((k for k in known if k.explains(record, inv.name, violations)), None)
         if issue is not None:

@@ -30,6 +30,7 @@ class Invariant:
     name: str
     family: str
     check: Check
+    note: Callable[[GenerationRecord], str | None] | None = None  # informational text for the result
 
     @property
     def doc(self) -> str:
@@ -39,11 +40,13 @@ class Invariant:
 REGISTRY: dict[str, Invariant] = {}
 
 
-def invariant(family: str) -> Callable[[Check], Check]:
-    """Register a check function under its own name, in ``family``."""
+def invariant(
+    family: str, *, note: Callable[[GenerationRecord], str | None] | None = None
+) -> Callable[[Check], Check]:
+    """Register a check function under its own name, in ``family``; ``note`` adds a reported remark."""
 
     def deco(fn: Check) -> Check:
-        REGISTRY[fn.__name__] = Invariant(fn.__name__, family, fn)
+        REGISTRY[fn.__name__] = Invariant(fn.__name__, family, fn, note)
         return fn
 
     return deco

@@ -1,0 +1,278 @@
+"""Consistency with re-runs of the model: teacher forcing, batch/padding, determinism, gradients.
+
+These read :class:`ppinvariants.evidence.Evidence`, collected at capture time; a record captured
+without evidence makes them skip.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..capture import GenerationRecord, finished_mask, generated_tokens, masked_sum, score_rows
+from ..errors import NotApplicable
+from ..report import Violation
+from ._base import from_positions, invariant, make, merge
+
+
+def _evidence(record: GenerationRecord):  # noqa: ANN202 - Evidence, imported lazily to keep imports one-way
+    if record.evidence is None:
+        raise NotApplicable("captured without evidence (capture(..., evidence=False))")
+    return record.evidence
+
+
+def _raw_logits_per_row(record: GenerationRecord) -> torch.Tensor:
+    """Generation-time raw logits re-indexed to returned rows, ``[rows, steps, V]``."""
+    if record.logits is None:
+        raise NotApplicable("this transformers version returns no raw logits")
+    rows = score_rows(record).clamp(min=0)
+    steps = torch.arange(record.steps).expand_as(rows)
+    return record.logits[rows, steps]
+
+
+def _live(record: GenerationRecord) -> torch.Tensor:
+    mask, _ = finished_mask(generated_tokens(record), record.conventions.eos_token_ids)
+    return mask.bool()
+
+
+@invariant("consistency")
+def teacher_forced_logprobs_match_generation(record: GenerationRecord) -> list[Violation]:
+    """A full teacher-forced pass (no cache) gives the generation-time log-probs, and the greedy tokens.
+
+    Incremental decoding with a key/value cache must compute the same function as one forward
+    pass over the whole sequence; a drift means the cache (or the position handling under it) is
+    wrong, and any log-prob computed later by rescoring disagrees with what generation saw.
+    Compared on live positions (up to eos) within the dtype's tolerance; in greedy search the
+    teacher-forced logits, with the ``-inf`` masks the processors applied, must pick the same tokens.
+    """
+    name = "teacher_forced_logprobs_match_generation"
+    ev = _evidence(record)
+    gen = torch.log_softmax(_raw_logits_per_row(record), dim=-1)
+    tf = torch.log_softmax(ev.teacher_forced_logits, dim=-1)
+    tokens = generated_tokens(record)
+    live = _live(record)
+    tol = record.tolerance * 10  # two different kernels (cached vs full attention) agree to ~1e-5 in fp32
+    diff = (gen - tf).abs().amax(dim=-1)
+    bad = (live & ~(diff <= tol)).nonzero()
+    parts = [
+        from_positions(
+            bad,
+            lambda p: make(
+                record,
+                name,
+                "teacher-forced log-probs differ from generation time",
+                row=p[0],
+                step=p[1],
+                token_id=int(tokens[p]),
+                expected=f"max |diff| <= {tol:g}",
+                found=float(diff[p]),
+            ),
+        )
+    ]
+    if record.is_greedy:
+        masked = torch.where(torch.isneginf(record.scores), record.scores, ev.teacher_forced_logits)
+        pick = masked.argmax(dim=-1)
+        chosen = masked.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+        best = masked.max(dim=-1).values
+        bad = (live & (chosen < best - tol)).nonzero()
+        parts.append(
+            from_positions(
+                bad,
+                lambda p: make(
+                    record,
+                    name,
+                    "teacher-forced logits pick another greedy token",
+                    row=p[0],
+                    step=p[1],
+                    token_id=int(tokens[p]),
+                    expected=f"{int(pick[p])} {record.token_text(int(pick[p]))!r}",
+                    found=f"{int(tokens[p])} {record.token_text(int(tokens[p]))!r}",
+                ),
+            )
+        )
+    return merge(*parts)
+
+
+def _compare_rerun(record: GenerationRecord, name: str, what: str, run, rows: list[int]) -> list[Violation]:  # noqa: ANN001
+    """Tokens of ``run`` (rows mapped to ``rows`` of the record) equal the record's, up to each row's eos."""
+    tokens = generated_tokens(record)[rows]
+    other = run.sequences[:, 1:]
+    live = _live(record)[rows]
+    width = min(tokens.shape[1], other.shape[1])
+    # Past the shorter tensor's width, the record row must already be finished.
+    differ = torch.zeros_like(live)
+    differ[:, :width] = live[:, :width] & (tokens[:, :width] != other[:, :width])
+    if other.shape[1] < tokens.shape[1]:
+        differ[:, width:] = live[:, width:]
+    bad = differ.nonzero()
+
+    def build(p: tuple[int, ...]) -> Violation:
+        r, t = p
+        found = int(other[r, t]) if t < other.shape[1] else None
+        return make(
+            record,
+            name,
+            what,
+            row=rows[r],
+            step=t,
+            token_id=int(tokens[r, t]),
+            expected=f"{int(tokens[r, t])} {record.token_text(int(tokens[r, t]))!r}",
+            found="(ended)" if found is None else f"{found} {record.token_text(found)!r}",
+        )
+
+    # One violation per row (the first divergent step): later steps follow from it.
+    first = {}
+    for r, t in bad.tolist():
+        first.setdefault(r, (r, t))
+    return from_positions(torch.tensor(list(first.values())).reshape(-1, 2), build)
+
+
+@invariant("consistency")
+def batch_and_padding_invariance(record: GenerationRecord) -> list[Violation]:
+    """Each input generated alone gives the same tokens as inside the padded batch, also with the batch reversed.
+
+    Padding is masked out of attention, so a row's output must not depend on its neighbours or on
+    how much padding it received; a difference means the attention mask is ignored somewhere
+    (encoder, cross-attention, position ids). Sampling is exempt: its random draws depend on the
+    batch layout.
+    """
+    name = "batch_and_padding_invariance"
+    ev = _evidence(record)
+    if ev.solo is None:
+        raise NotApplicable("sampling draws depend on the batch layout")
+    parts = [
+        _compare_rerun(record, name, "generated alone, the input gives another token", run, run.rows) for run in ev.solo
+    ]
+    if ev.permuted is not None:
+        parts.append(
+            _compare_rerun(
+                record, name, "in the reversed batch, the input gives another token", ev.permuted, ev.permuted.rows
+            )
+        )
+    return merge(*parts)
+
+
+def _train_mode_note(record: GenerationRecord) -> str | None:
+    ev = record.evidence
+    if ev is None or ev.train_mode_differs is None:
+        return None
+    return "train mode (dropout on) " + ("changes the output" if ev.train_mode_differs else "gives the same output")
+
+
+@invariant("consistency", note=_train_mode_note)
+def deterministic_in_eval_mode(record: GenerationRecord) -> list[Violation]:
+    """Two runs in eval mode with the same seed give identical tokens and scores.
+
+    A checkpoint used as a CI gate must be reproducible; a difference means dropout is active in
+    eval mode, or a nondeterministic kernel changes results. (Whether train mode differs is
+    reported, not failed.)
+    """
+    name = "deterministic_in_eval_mode"
+    ev = _evidence(record)
+    out = _compare_rerun(record, name, "a second identical run gives another token", ev.rerun, ev.rerun.rows)
+    if ev.rerun.scores is not None and ev.rerun.scores.shape == record.scores.shape:
+        diff = torch.nan_to_num((ev.rerun.scores - record.scores).abs(), nan=0.0, posinf=0.0)
+        same_inf = torch.isinf(ev.rerun.scores) == torch.isinf(record.scores)
+        bad = ((diff > record.tolerance) | ~same_inf).nonzero()
+        out = merge(
+            out,
+            from_positions(
+                bad,
+                lambda p: make(
+                    record,
+                    name,
+                    "a second identical run gives other scores",
+                    row=p[0],
+                    step=p[1],
+                    token_id=p[2],
+                    expected=float(record.scores[p]),
+                    found=float(ev.rerun.scores[p]),
+                ),
+            ),
+        )
+    return out
+
+
+@invariant("consistency")
+def greedy_equals_top1_sampling(record: GenerationRecord) -> list[Violation]:
+    """Greedy search gives the same tokens as sampling restricted to the single most likely token (top_k=1).
+
+    Two code paths of ``generate()`` that must agree by definition (transformers 5 routes
+    ``num_beams=1`` beam search to greedy search, so top-1 sampling is the independent path).
+    """
+    name = "greedy_equals_top1_sampling"
+    ev = _evidence(record)
+    if not record.is_greedy or ev.top1_sampling is None:
+        raise NotApplicable("only for greedy search")
+
+    class _Run:
+        sequences = ev.top1_sampling
+
+    return _compare_rerun(
+        record,
+        name,
+        "top-1 sampling picks another token than greedy search",
+        _Run,
+        list(range(record.sequences.shape[0])),
+    )
+
+
+@invariant("consistency")
+def sequence_logprob_is_differentiable(record: GenerationRecord) -> list[Violation]:
+    """The differentiable sequence log-prob equals the no-grad value, and its gradient is finite and not all zero.
+
+    Reinforcement learning on generations needs ``log p(y | x)`` with gradient: computed by
+    teacher-forced rescoring (:func:`ppinvariants.rescoring.sequence_logprobs`) and, in greedy
+    search, by ``generate()`` run with autograd on; both must equal the masked sum of the
+    generation-time raw-logit log-probs, and backpropagate a usable gradient. Detached logits,
+    a wrong mask or a shifted gather break it.
+    """
+    name = "sequence_logprob_is_differentiable"
+    ev = _evidence(record)
+    raw = torch.log_softmax(_raw_logits_per_row(record), dim=-1)
+    tokens = generated_tokens(record)
+    chosen = raw.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+    reference = masked_sum(chosen, _live(record))
+    tol = record.tolerance * 10 * max(1, record.steps)
+    parts = []
+    for label, value in (("teacher-forced", ev.grad_logprob), ("generate() with grad", ev.generate_grad_logprob)):
+        if value is None:
+            continue
+        bad = (~torch.isclose(value, reference, atol=tol, rtol=0)).nonzero()
+        parts.append(
+            from_positions(
+                bad,
+                lambda p, label=label, value=value: make(
+                    record,
+                    name,
+                    f"{label} sequence log-prob differs from the no-grad value",
+                    row=p[0],
+                    expected=float(reference[p]),
+                    found=float(value[p]),
+                ),
+            )
+        )
+    if not ev.grad_finite:
+        parts.append(
+            [
+                make(
+                    record,
+                    name,
+                    "gradient of the sequence log-prob is missing or not finite",
+                    expected="finite",
+                    found="non-finite or none",
+                )
+            ]
+        )
+    elif not ev.grad_nonzero:
+        parts.append(
+            [
+                make(
+                    record,
+                    name,
+                    "gradient of the sequence log-prob is zero everywhere (logits detached?)",
+                    expected="non-zero",
+                    found="all zero",
+                )
+            ]
+        )
+    return merge(*parts)
