@@ -77,3 +77,14 @@ def generate_with_grad(model: Any, **kwargs: Any) -> Any | None:
         return None
     with torch.enable_grad():
         return raw(model, **kwargs)
+
+
+def resolve_lengths(config: dict[str, Any], decoder_prompt_length: int = 1) -> dict[str, Any]:
+    """The length limits ``generate()`` actually uses: ``max_new_tokens`` / ``min_new_tokens`` take
+    precedence over ``max_length`` / ``min_length`` and are counted after the decoder prompt."""
+    out = dict(config)
+    if out.get("max_new_tokens") is not None:
+        out["max_length"] = int(out["max_new_tokens"]) + decoder_prompt_length
+    if out.get("min_new_tokens") is not None:
+        out["min_length"] = int(out["min_new_tokens"]) + decoder_prompt_length
+    return out

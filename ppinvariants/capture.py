@@ -33,6 +33,8 @@ class Decoding:
     top_k: int | None = None
     top_p: float | None = None
     bad_words_ids: tuple[tuple[int, ...], ...] | None = None
+    no_repeat_ngram_size: int | None = None
+    renormalize_logits: bool | None = None
     seed: int = 0
 
     def validate(self) -> None:
@@ -53,7 +55,16 @@ class Decoding:
             "do_sample": self.do_sample,
             "max_new_tokens": self.max_new_tokens,
         }
-        for name in ("min_length", "min_new_tokens", "length_penalty", "temperature", "top_k", "top_p"):
+        for name in (
+            "min_length",
+            "min_new_tokens",
+            "length_penalty",
+            "temperature",
+            "top_k",
+            "top_p",
+            "no_repeat_ngram_size",
+            "renormalize_logits",
+        ):
             value = getattr(self, name)
             if value is not None:
                 kw[name] = value
@@ -67,7 +78,9 @@ class Decoding:
 
 GREEDY = Decoding("greedy", min_length=6, max_new_tokens=24)
 BEAM = Decoding("beam", num_beams=4, num_return_sequences=2, min_length=6, max_new_tokens=24)
-SAMPLE = Decoding("sample", do_sample=True, temperature=0.8, top_k=40, top_p=0.9, min_length=6, max_new_tokens=24, seed=0)
+SAMPLE = Decoding(
+    "sample", do_sample=True, temperature=0.8, top_k=40, top_p=0.9, min_length=6, max_new_tokens=24, seed=0
+)
 DEFAULT_DECODINGS: tuple[Decoding, ...] = (GREEDY, BEAM, SAMPLE)
 
 #: Default inputs of ``ppinvariants check``: very different lengths (padding), digits,
@@ -302,7 +315,7 @@ def capture(target: Any, texts: list[str], decoding: Decoding, *, evidence: bool
     )
     transition = None if transition is None else transition.detach().float().cpu()
     seq_scores = getattr(out, "sequences_scores", None)
-    effective = gen_config.to_dict()
+    effective = _compat.resolve_lengths(gen_config.to_dict())
     record = GenerationRecord(
         target=target.spec,
         decoding=decoding,

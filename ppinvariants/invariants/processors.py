@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from ..capture import GenerationRecord, generated_tokens, score_rows
+from ..errors import NotApplicable
 from ..report import Violation
 from ._base import from_positions, invariant, make, merge
 
@@ -70,8 +71,11 @@ def history_neg_inf(record: GenerationRecord) -> tuple[torch.Tensor, torch.Tenso
     those ``[score_rows, steps]`` cells. Elsewhere the banned set is unknown and not judged.
     """
     gc = record.generation_config
-    rows, steps, vocab = record.scores.shape
-    seq = record.sequences  # [R, 1 + steps]
+    rows, score_steps, vocab = record.scores.shape
+    # Beam search may run more steps than its longest returned hypothesis: judge those steps' history only
+    # along returned hypotheses, i.e. not beyond the returned sequences.
+    steps = min(score_steps, record.steps)
+    seq = record.sequences[:, : steps + 1]  # [R, 1 + steps]
     R = seq.shape[0]
     banned_r = torch.zeros(R, steps, vocab, dtype=torch.bool)
     t = torch.arange(steps)
@@ -102,11 +106,11 @@ def history_neg_inf(record: GenerationRecord) -> tuple[torch.Tensor, torch.Tenso
         ok = (seq[:, idx] == prefix).all(dim=-1) & (t + 1 >= k)[None]  # [R, steps]
         banned_r[:, :, word[-1]] |= ok
     if not record.is_beam:
-        return banned_r, torch.ones(rows, steps, dtype=torch.bool)
+        return banned_r, torch.ones(rows, score_steps, dtype=torch.bool)
     # Scatter each returned hypothesis's history to the beam row it came from at each step.
-    src = score_rows(record)  # [R, steps], -1 after the hypothesis ended
-    banned = torch.zeros(rows, steps, vocab, dtype=torch.bool)
-    known = torch.zeros(rows, steps, dtype=torch.bool)
+    src = score_rows(record)[:, :steps]  # [R, steps], -1 after the hypothesis ended
+    banned = torch.zeros(rows, score_steps, vocab, dtype=torch.bool)
+    known = torch.zeros(rows, score_steps, dtype=torch.bool)
     live = src >= 0
     r_idx, s_idx = live.nonzero(as_tuple=True)
     banned[src[r_idx, s_idx], s_idx] = banned_r[r_idx, s_idx]
@@ -131,8 +135,6 @@ def neg_inf_only_where_processors_explain(record: GenerationRecord) -> list[Viol
     """
     name = "neg_inf_only_where_processors_explain"
     if record.decoding.do_sample:
-        from ..errors import NotApplicable
-
         raise NotApplicable("sampling warpers mask data-dependent sets; not judged here")
     s = record.scores
     explained = required_neg_inf(record).clone()
@@ -232,4 +234,30 @@ def no_eos_before_min_length(record: GenerationRecord) -> list[Violation]:
                 found=f"eos at length {p[1] + 2}",
             ),
         )
+    )
+
+
+@invariant("processors")
+def renormalized_scores_are_log_probs(record: GenerationRecord) -> list[Violation]:
+    """With ``renormalize_logits``, every processed score row is a log-distribution: ``logsumexp == 0``.
+
+    The renormalising processor runs last and turns the processed scores into log-probabilities;
+    a row that does not normalise means a processor ran after it, or it did not run.
+    """
+    name = "renormalized_scores_are_log_probs"
+    if not record.generation_config.get("renormalize_logits"):
+        raise NotApplicable("renormalize_logits is off")
+    lse = torch.logsumexp(record.scores.float(), dim=-1)
+    bad = (~(lse.abs() <= record.tolerance)).nonzero()
+    return from_positions(
+        bad,
+        lambda p: make(
+            record,
+            name,
+            "renormalized scores do not sum to probability 1",
+            row=p[0],
+            step=p[1],
+            expected="logsumexp 0",
+            found=float(lse[p]),
+        ),
     )

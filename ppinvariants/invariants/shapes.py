@@ -11,7 +11,8 @@ from ._base import invariant, make
 def scores_match_generation_shape(record: GenerationRecord) -> list[Violation]:
     """Scores and raw logits are ``[score_rows, generated_length - 1, V]``; sequences ``[batch * num_return_sequences, L]``.
 
-    ``generate()`` emits one score tensor per generated step (the decoder start is not generated),
+    ``generate()`` emits one score tensor per generated step (the decoder start is not generated;
+    beam search may run further steps than its longest returned hypothesis, never fewer),
     with one row per live hypothesis (``batch * num_beams`` in beam search), over the model's full
     output width V. Any other shape means step tensors and tokens are misaligned, and every
     per-token check downstream would read the wrong values.
@@ -36,7 +37,10 @@ def scores_match_generation_shape(record: GenerationRecord) -> list[Violation]:
     for label, tensor in (("scores", record.scores), ("logits", record.logits)):
         if tensor is None:
             continue
-        if tuple(tensor.shape) != want:
+        shape = tuple(tensor.shape)
+        # Beam search can run steps past its longest returned hypothesis (sequences are cut to that).
+        steps_ok = shape[1] >= want[1] if record.is_beam else shape[1] == want[1]
+        if len(shape) != 3 or shape[0] != want[0] or shape[2] != want[2] or not steps_ok:
             out.append(
                 make(
                     record,
