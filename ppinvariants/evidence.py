@@ -42,7 +42,7 @@ class Evidence:
     grad_finite: bool | None = None
     grad_nonzero: bool | None = None
     generate_grad_logprob: torch.Tensor | None = None  # from generate() run with autograd on
-    notes: list[str] = field(default_factory=list)
+    errors: dict[str, str] = field(default_factory=dict)  # re-runs that raised, by key
 
 
 def _generate(target: Any, batch: dict[str, torch.Tensor], decoding: Any, **override: Any) -> Rerun:
@@ -59,61 +59,99 @@ def _generate(target: Any, batch: dict[str, torch.Tensor], decoding: Any, **over
 
 
 def collect_evidence(target: Any, record: GenerationRecord) -> Evidence:
-    """Re-run the model as the consistency invariants need, for ``record``'s inputs and decoding."""
+    """Re-run the model as the consistency invariants need, for ``record``'s inputs and decoding.
+
+    A re-run that raises (a NaN model crashing ``torch.multinomial``, say) is kept in
+    ``Evidence.errors`` under its key; the invariant that needed it reports it as a violation.
+    """
     model, d = target.model, record.decoding
     ev = Evidence()
     nrs = d.num_return_sequences
     ids = record.input_ids.repeat_interleave(nrs, dim=0)
     mask = record.attention_mask.repeat_interleave(nrs, dim=0)
     eos = record.conventions.eos_token_ids
-    with torch.no_grad():
-        ev.teacher_forced_logits = teacher_forced_logits(model, ids, mask, record.sequences).float().cpu()
-
     batch = {"input_ids": record.input_ids, "attention_mask": record.attention_mask}
-    if not d.do_sample:
-        # Each input alone (no padding at all), and the batch in reverse order.
-        ev.solo = []
-        for i in range(record.input_ids.shape[0]):
-            n = int(record.attention_mask[i].sum())
-            alone = {
-                "input_ids": record.input_ids[i : i + 1, :n],
-                "attention_mask": record.attention_mask[i : i + 1, :n],
-            }
-            if target.tokenizer.padding_side == "left":
-                width = record.input_ids.shape[1]
-                alone = {k: v[i : i + 1, width - n :] for k, v in batch.items()}
-            run = _generate(target, alone, d)
-            run.rows = list(range(i * nrs, (i + 1) * nrs))
-            ev.solo.append(run)
-        order = list(range(record.input_ids.shape[0]))[::-1]
-        permuted = _generate(target, {k: v[order] for k, v in batch.items()}, d)
-        permuted.rows = [o * nrs + j for o in order for j in range(nrs)]
-        ev.permuted = permuted
-    ev.rerun = _generate(target, batch, d)
-    ev.rerun.rows = list(range(record.sequences.shape[0]))
-    if record.is_greedy:
-        ev.top1_sampling = _generate(target, batch, dataclasses.replace(d, do_sample=True), top_k=1).sequences
-    # Dropout may be nn.Dropout modules or functional calls on self.training: just try train mode.
-    model.train()
-    try:
-        ev.train_mode_differs = not torch.equal(_generate(target, batch, d).sequences, record.sequences)
-    finally:
-        model.eval()
 
-    # Differentiable sequence log-prob: teacher-forced with grad, and generate() with autograd on.
-    model.zero_grad(set_to_none=True)
-    with torch.enable_grad():
-        lp = sequence_logprobs(model, ids, mask, record.sequences, eos_token_ids=eos)
-        if lp.requires_grad:  # detached logits leave nothing to backpropagate: reported as no gradient
-            lp.sum().backward()
-    grads = [p.grad for p in model.parameters() if p.grad is not None]
-    ev.grad_logprob = lp.detach().float().cpu()
-    ev.grad_finite = bool(grads) and all(bool(torch.isfinite(g).all()) for g in grads)
-    ev.grad_nonzero = any(bool((g != 0).any()) for g in grads)
-    model.zero_grad(set_to_none=True)
+    def attempt(key: str, fn: Any) -> Any:
+        try:
+            return fn()
+        except Exception as e:  # noqa: BLE001 - recorded and reported by the invariant that needs it
+            ev.errors[key] = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
+            return None
+
+    def teacher_forcing() -> torch.Tensor:
+        with torch.no_grad():
+            return teacher_forced_logits(model, ids, mask, record.sequences).float().cpu()
+
+    ev.teacher_forced_logits = attempt("teacher_forcing", teacher_forcing)
+    if not d.do_sample:
+        ev.solo = attempt("solo", lambda: _solo_runs(target, record))
+        ev.permuted = attempt("permuted", lambda: _permuted_run(target, record))
+    ev.rerun = attempt("rerun", lambda: _generate(target, batch, d))
+    if ev.rerun is not None:
+        ev.rerun.rows = list(range(record.sequences.shape[0]))
     if record.is_greedy:
-        ev.generate_grad_logprob = _generate_grad_logprob(target, batch, record)
+        ev.top1_sampling = attempt(
+            "top1", lambda: _generate(target, batch, dataclasses.replace(d, do_sample=True), top_k=1).sequences
+        )
+    ev.train_mode_differs = attempt("train_mode", lambda: _train_mode_differs(target, batch, record))
+
+    def gradient() -> torch.Tensor:
+        # Differentiable sequence log-prob by teacher forcing; its gradient must reach the parameters.
+        model.zero_grad(set_to_none=True)
+        try:
+            with torch.enable_grad():
+                lp = sequence_logprobs(model, ids, mask, record.sequences, eos_token_ids=eos)
+                if lp.requires_grad:  # detached logits leave nothing to backpropagate: reported as no gradient
+                    lp.sum().backward()
+            grads = [p.grad for p in model.parameters() if p.grad is not None]
+            ev.grad_finite = bool(grads) and all(bool(torch.isfinite(g).all()) for g in grads)
+            ev.grad_nonzero = any(bool((g != 0).any()) for g in grads)
+        finally:
+            model.zero_grad(set_to_none=True)
+        return lp.detach().float().cpu()
+
+    ev.grad_logprob = attempt("grad", gradient)
+    if record.is_greedy:
+        ev.generate_grad_logprob = attempt("generate_grad", lambda: _generate_grad_logprob(target, batch, record))
     return ev
+
+
+def _solo_runs(target: Any, record: GenerationRecord) -> list[Rerun]:
+    """Each input generated alone, without any padding."""
+    runs = []
+    nrs = record.decoding.num_return_sequences
+    width = record.input_ids.shape[1]
+    for i in range(record.input_ids.shape[0]):
+        n = int(record.attention_mask[i].sum())
+        cols = slice(width - n, width) if target.tokenizer.padding_side == "left" else slice(0, n)
+        alone = {
+            "input_ids": record.input_ids[i : i + 1, cols],
+            "attention_mask": record.attention_mask[i : i + 1, cols],
+        }
+        run = _generate(target, alone, record.decoding)
+        run.rows = list(range(i * nrs, (i + 1) * nrs))
+        runs.append(run)
+    return runs
+
+
+def _permuted_run(target: Any, record: GenerationRecord) -> Rerun:
+    """The batch in reverse order, with ``rows`` mapping its rows back to the record's."""
+    nrs = record.decoding.num_return_sequences
+    order = list(range(record.input_ids.shape[0]))[::-1]
+    batch = {"input_ids": record.input_ids[order], "attention_mask": record.attention_mask[order]}
+    run = _generate(target, batch, record.decoding)
+    run.rows = [o * nrs + j for o in order for j in range(nrs)]
+    return run
+
+
+def _train_mode_differs(target: Any, batch: dict[str, torch.Tensor], record: GenerationRecord) -> bool:
+    # Dropout may be nn.Dropout modules or functional calls on self.training: just try train mode.
+    target.model.train()
+    try:
+        return not torch.equal(_generate(target, batch, record.decoding).sequences, record.sequences)
+    finally:
+        target.model.eval()
 
 
 def _generate_grad_logprob(

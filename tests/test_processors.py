@@ -16,6 +16,8 @@ from ppinvariants.capture import BEAM, DEFAULT_TEXTS, GREEDY, capture
 from ppinvariants.invariants import REGISTRY, run_invariants
 from ppinvariants.targets import load_target
 
+FIRING_TESTED = {"renormalized_scores_are_log_probs"}  # fires in test_renormalization_fires_when_...
+
 PROCESSOR_CHECKS = [
     "neg_inf_only_where_processors_explain",
     "processor_masks_applied",

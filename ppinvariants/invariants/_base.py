@@ -40,9 +40,7 @@ class Invariant:
 REGISTRY: dict[str, Invariant] = {}
 
 
-def invariant(
-    family: str, *, note: Callable[[GenerationRecord], str | None] | None = None
-) -> Callable[[Check], Check]:
+def invariant(family: str, *, note: Callable[[GenerationRecord], str | None] | None = None) -> Callable[[Check], Check]:
     """Register a check function under its own name, in ``family``; ``note`` adds a reported remark."""
 
     def deco(fn: Check) -> Check:
@@ -93,14 +91,25 @@ def make(
     found: object = None,
     on_input: bool = False,
     input_pos: int | None = None,
+    score_row: bool = False,
 ) -> Violation:
-    """A violation whose message names the check, example, step, token (id and text), expected vs found."""
+    """A violation whose message names the check, example, step, token (id and text), expected vs found.
+
+    ``row`` indexes ``sequences`` by default; with ``score_row`` it indexes the rows of ``scores``,
+    which in beam search are beams (``batch * num_beams``), not returned sequences.
+    """
     where = []
+    beam_row = score_row and record.is_beam
     if row is not None:
-        src = row if on_input else record.input_of_row(row)
+        if on_input:
+            src = row
+        elif beam_row:
+            src = row // record.decoding.num_beams
+        else:
+            src = record.input_of_row(row)
         text = record.texts[src] if src < len(record.texts) else "?"
         short = text if len(text) <= 40 else text[:37] + "..."
-        where.append(f"row {row} (input #{src} {short!r})")
+        where.append(f"{'beam row' if beam_row else 'row'} {row} (input #{src} {short!r})")
     if step is not None:
         where.append(f"step {step}")
     if input_pos is not None:
@@ -117,7 +126,7 @@ def make(
     context = None
     if row is not None and on_input and input_pos is not None:
         context = input_context(record, row, input_pos)
-    elif row is not None and step is not None and not on_input:
+    elif row is not None and step is not None and not on_input and not beam_row:
         context = generated_context(record, row, step)
     return Violation(
         invariant=name,

@@ -14,10 +14,33 @@ from ..report import Violation
 from ._base import from_positions, invariant, make, merge
 
 
-def _evidence(record: GenerationRecord):  # noqa: ANN202 - Evidence, imported lazily to keep imports one-way
+class _RerunFailed(Exception):  # noqa: N818
+    def __init__(self, key: str, error: str) -> None:
+        super().__init__(f"re-running the model for this check ({key}) raised {error}")
+
+
+def _evidence(record: GenerationRecord, *keys: str):  # noqa: ANN202 - an Evidence
+    """The record's evidence; raises if absent (skip) or if a re-run it needs crashed (a violation)."""
     if record.evidence is None:
         raise NotApplicable("captured without evidence (capture(..., evidence=False))")
+    for key in keys:
+        if key in record.evidence.errors:
+            raise _RerunFailed(key, record.evidence.errors[key])
     return record.evidence
+
+
+def _reports_rerun_failures(check):  # noqa: ANN001, ANN202
+    """Turn a crashed re-run into one violation of ``check`` instead of an error of the check itself."""
+
+    def wrapper(record: GenerationRecord) -> list[Violation]:
+        try:
+            return check(record)
+        except _RerunFailed as e:
+            return [make(record, check.__name__, str(e), expected="a clean re-run", found="an exception")]
+
+    wrapper.__name__ = check.__name__
+    wrapper.__doc__ = check.__doc__
+    return wrapper
 
 
 def _raw_logits_per_row(record: GenerationRecord) -> torch.Tensor:
@@ -35,6 +58,7 @@ def _live(record: GenerationRecord) -> torch.Tensor:
 
 
 @invariant("consistency")
+@_reports_rerun_failures
 def teacher_forced_logprobs_match_generation(record: GenerationRecord) -> list[Violation]:
     """A full teacher-forced pass (no cache) gives the generation-time log-probs, and the greedy tokens.
 
@@ -45,7 +69,7 @@ def teacher_forced_logprobs_match_generation(record: GenerationRecord) -> list[V
     teacher-forced logits, with the ``-inf`` masks the processors applied, must pick the same tokens.
     """
     name = "teacher_forced_logprobs_match_generation"
-    ev = _evidence(record)
+    ev = _evidence(record, "teacher_forcing")
     gen = torch.log_softmax(_raw_logits_per_row(record), dim=-1)
     tf = torch.log_softmax(ev.teacher_forced_logits, dim=-1)
     tokens = generated_tokens(record)
@@ -127,6 +151,7 @@ def _compare_rerun(record: GenerationRecord, name: str, what: str, run, rows: li
 
 
 @invariant("consistency")
+@_reports_rerun_failures
 def batch_and_padding_invariance(record: GenerationRecord) -> list[Violation]:
     """Each input generated alone gives the same tokens as inside the padded batch, also with the batch reversed.
 
@@ -136,7 +161,7 @@ def batch_and_padding_invariance(record: GenerationRecord) -> list[Violation]:
     batch layout.
     """
     name = "batch_and_padding_invariance"
-    ev = _evidence(record)
+    ev = _evidence(record, "solo", "permuted")
     if ev.solo is None:
         raise NotApplicable("sampling draws depend on the batch layout")
     parts = [
@@ -159,6 +184,7 @@ def _train_mode_note(record: GenerationRecord) -> str | None:
 
 
 @invariant("consistency", note=_train_mode_note)
+@_reports_rerun_failures
 def deterministic_in_eval_mode(record: GenerationRecord) -> list[Violation]:
     """Two runs in eval mode with the same seed give identical tokens and scores.
 
@@ -167,7 +193,7 @@ def deterministic_in_eval_mode(record: GenerationRecord) -> list[Violation]:
     reported, not failed.)
     """
     name = "deterministic_in_eval_mode"
-    ev = _evidence(record)
+    ev = _evidence(record, "rerun")
     out = _compare_rerun(record, name, "a second identical run gives another token", ev.rerun, ev.rerun.rows)
     if ev.rerun.scores is not None and ev.rerun.scores.shape == record.scores.shape:
         diff = torch.nan_to_num((ev.rerun.scores - record.scores).abs(), nan=0.0, posinf=0.0)
@@ -182,6 +208,7 @@ def deterministic_in_eval_mode(record: GenerationRecord) -> list[Violation]:
                     name,
                     "a second identical run gives other scores",
                     row=p[0],
+                    score_row=True,
                     step=p[1],
                     token_id=p[2],
                     expected=float(record.scores[p]),
@@ -193,6 +220,7 @@ def deterministic_in_eval_mode(record: GenerationRecord) -> list[Violation]:
 
 
 @invariant("consistency")
+@_reports_rerun_failures
 def greedy_equals_top1_sampling(record: GenerationRecord) -> list[Violation]:
     """Greedy search gives the same tokens as sampling restricted to the single most likely token (top_k=1).
 
@@ -200,8 +228,10 @@ def greedy_equals_top1_sampling(record: GenerationRecord) -> list[Violation]:
     ``num_beams=1`` beam search to greedy search, so top-1 sampling is the independent path).
     """
     name = "greedy_equals_top1_sampling"
-    ev = _evidence(record)
-    if not record.is_greedy or ev.top1_sampling is None:
+    if not record.is_greedy:
+        raise NotApplicable("only for greedy search")
+    ev = _evidence(record, "top1")
+    if ev.top1_sampling is None:
         raise NotApplicable("only for greedy search")
 
     class _Run:
@@ -217,6 +247,7 @@ def greedy_equals_top1_sampling(record: GenerationRecord) -> list[Violation]:
 
 
 @invariant("consistency")
+@_reports_rerun_failures
 def sequence_logprob_is_differentiable(record: GenerationRecord) -> list[Violation]:
     """The differentiable sequence log-prob equals the no-grad value, and its gradient is finite and not all zero.
 
@@ -227,7 +258,7 @@ def sequence_logprob_is_differentiable(record: GenerationRecord) -> list[Violati
     a wrong mask or a shifted gather break it.
     """
     name = "sequence_logprob_is_differentiable"
-    ev = _evidence(record)
+    ev = _evidence(record, "grad", "generate_grad")
     raw = torch.log_softmax(_raw_logits_per_row(record), dim=-1)
     tokens = generated_tokens(record)
     chosen = raw.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
