@@ -38,17 +38,64 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--allow-pickle", action="store_true", help="allow pickle weights (pytorch_model.bin)")
     c.add_argument("-v", "--verbose", action="store_true", help="print conventions and skipped checks")
     c.add_argument("-q", "--quiet", action="store_true", help="print only the summary line per target")
+    c.add_argument("--threads", type=int, metavar="N", help="torch CPU threads (default: torch's choice)")
+
+    st = sub.add_parser("selftest", help="inject faults into tiny models and show which invariants catch them")
+    st.add_argument("--json", metavar="PATH", help="write the self-test table as JSON to PATH")
+    st.add_argument("--fault", action="append", metavar="NAME", help="run only this fault (repeatable)")
+    st.add_argument("--threads", type=int, metavar="N", help="torch CPU threads")
+
+    ex = sub.add_parser("explain", help="show a greedy generation token by token")
+    ex.add_argument("target", metavar="TARGET")
+    ex.add_argument("text", metavar="TEXT")
+    ex.add_argument("--top-k", type=int, default=5, help="next tokens shown per step (default 5)")
+    ex.add_argument("--max-new-tokens", type=int, default=24)
+    ex.add_argument("--plot", metavar="FILE.png", help="draw entropy and chosen-token probability per step")
+    ex.add_argument("--device", default="cpu")
+    ex.add_argument("--dtype", default="float32")
+
+    sn = sub.add_parser("snapshot", help="record generated tokens and log-probs, to compare in another environment")
+    sn.add_argument("target", metavar="TARGET")
+    sn.add_argument("-o", "--output", required=True, metavar="FILE", help="snapshot file to write (JSON)")
+    sn.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto")
+    sn.add_argument("--dtype", default="float32", help="float32 (default), float16 or bfloat16")
+    sn.add_argument("--text", action="append", metavar="TEXT", help="input text (repeatable; default: built-in set)")
+    sn.add_argument("--seed", type=int, default=0, help="seed for generation (default 0)")
+    sn.add_argument("--trust-remote-code", action="store_true", help="allow a checkpoint's own model code to run")
+    sn.add_argument("--allow-pickle", action="store_true", help="allow pickle weights (pytorch_model.bin)")
+
+    cm = sub.add_parser("compare", help="re-run a snapshot's inputs on TARGET; exit 1 on token changes or drift")
+    cm.add_argument("snapshot", metavar="FILE")
+    cm.add_argument("target", nargs="?", metavar="TARGET", help="default: the snapshot's target")
+    cm.add_argument("--atol", type=float, help="log-prob tolerance (default by dtype: fp32 1e-4, fp16 1e-2, bf16 5e-2)")
+    cm.add_argument("--device", help="default: the snapshot's device")
+    cm.add_argument("--dtype", help="default: the snapshot's dtype")
+    cm.add_argument("--trust-remote-code", action="store_true", help="allow a checkpoint's own model code to run")
+    cm.add_argument("--allow-pickle", action="store_true", help="allow pickle weights (pytorch_model.bin)")
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from .errors import PPIError
+
     try:
-        return _check(args)
+        _quiet_transformers()
+        if getattr(args, "threads", None):
+            import torch
+
+            torch.set_num_threads(args.threads)
+        return _COMMANDS[args.command](args)
+    except PPIError as e:
+        sys.stderr.write(f"ppinvariants: error: {e}\n")
+        return EXIT_USAGE
     except KeyboardInterrupt:
         sys.stderr.write("ppinvariants: interrupted\n")
         return EXIT_USAGE
+    except BrokenPipeError:  # output piped into `head`: not an error of ours
+        sys.stderr.close()
+        return EXIT_OK
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -56,35 +103,23 @@ def _check(args: argparse.Namespace) -> int:
 
     from . import testing
     from .capture import DEFAULT_DECODINGS, DEFAULT_TEXTS
-    from .errors import PPIError
     from .report import render_text
     from .runner import check
 
-    _quiet_transformers()
     specs = args.targets or [f"tiny:{a}" for a in testing.ARCHITECTURES]
     texts = args.text if args.text else list(DEFAULT_TEXTS)
     decodings = [dataclasses.replace(d, seed=args.seed) for d in DEFAULT_DECODINGS]
-    progress = None
-    if not args.quiet and sys.stderr.isatty():
-
-        def progress(msg: str) -> None:
-            sys.stderr.write(f"\r\033[K  checking {msg}")
-            sys.stderr.flush()
-
-    try:
-        report = check(
-            specs,
-            texts=texts,
-            decodings=decodings,
-            device=args.device,
-            dtype=args.dtype,
-            trust_remote_code=args.trust_remote_code,
-            allow_pickle=args.allow_pickle,
-            progress=progress,
-        )
-    except PPIError as e:
-        sys.stderr.write(f"ppinvariants: error: {e}\n")
-        return EXIT_USAGE
+    progress = _progress(quiet=args.quiet)
+    report = check(
+        specs,
+        texts=texts,
+        decodings=decodings,
+        device=args.device,
+        dtype=args.dtype,
+        trust_remote_code=args.trust_remote_code,
+        allow_pickle=args.allow_pickle,
+        progress=progress,
+    )
     if progress:
         sys.stderr.write("\r\033[K")
     if args.json:
@@ -99,6 +134,104 @@ def _check(args: argparse.Namespace) -> int:
     else:
         print(render_text(report, verbose=args.verbose))
     return report.exit_code
+
+
+def _selftest(args: argparse.Namespace) -> int:
+    from .selftest import FAULTS, report_json, run_selftest
+
+    faults = FAULTS
+    if args.fault:
+        known = {f.name: f for f in FAULTS}
+        unknown = [n for n in args.fault if n not in known]
+        if unknown:
+            from .errors import UsageError
+
+            raise UsageError(f"unknown fault {unknown[0]!r}; known: {', '.join(known)}")
+        faults = tuple(known[n] for n in args.fault)
+    progress = _progress(quiet=False)
+    report = run_selftest(faults, progress=progress)
+    if progress:
+        sys.stderr.write("\r\033[K")
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            f.write(report_json(report))
+    print(report.render())
+    return EXIT_OK if report.ok else EXIT_VIOLATION
+
+
+def _explain(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from .capture import GREEDY, encode
+    from .explain import explain, plot, render
+    from .targets import load_target
+
+    target = load_target(args.target, device=args.device, dtype=args.dtype)
+    encode(target.tokenizer, [args.text], target.model)  # empty text etc.: one clear line
+    decoding = dataclasses.replace(GREEDY, max_new_tokens=args.max_new_tokens, min_length=None)
+    steps = explain(target, args.text, top_k=args.top_k, decoding=decoding)
+    print(f"{args.target}: {args.text!r}")
+    print(render(steps, vocab_size=int(target.model.get_output_embeddings().weight.shape[0])))
+    if args.plot:
+        print(f"plot written to {plot(steps, args.plot)}")
+    return EXIT_OK
+
+
+def _snapshot(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from .capture import DEFAULT_DECODINGS
+    from .snapshot import take_snapshot, write_snapshot
+    from .targets import load_target
+
+    target = load_target(
+        args.target,
+        device=args.device,
+        dtype=args.dtype,
+        trust_remote_code=args.trust_remote_code,
+        allow_pickle=args.allow_pickle,
+    )
+    decodings = [dataclasses.replace(d, seed=args.seed) for d in DEFAULT_DECODINGS]
+    snapshot = take_snapshot(target, args.text or None, decodings)
+    path = write_snapshot(snapshot, args.output)
+    rows = sum(len(run["rows"]) for run in snapshot["runs"])
+    print(
+        f"ppinvariants: snapshot of {args.target} ({len(snapshot['inputs'])} inputs, "
+        f"{', '.join(d.name for d in decodings)}: {rows} rows) written to {path}"
+    )
+    return EXIT_OK
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from .snapshot import compare_snapshot, load_snapshot
+    from .targets import load_target
+
+    snapshot = load_snapshot(args.snapshot)  # a missing or corrupt file: one line, exit 2, before loading a model
+    env = snapshot["environment"]
+    target = load_target(
+        args.target or snapshot["target"],
+        device=args.device or str(env.get("device", "cpu")),
+        dtype=args.dtype or str(env.get("dtype", "float32")),
+        trust_remote_code=args.trust_remote_code,
+        allow_pickle=args.allow_pickle,
+    )
+    comparison = compare_snapshot(snapshot, target, atol=args.atol)
+    print(comparison.render())
+    return EXIT_OK if comparison.ok else EXIT_VIOLATION
+
+
+def _progress(*, quiet: bool):  # noqa: ANN202 - a callable or None
+    if quiet or not sys.stderr.isatty():
+        return None
+
+    def progress(msg: str) -> None:
+        sys.stderr.write(f"\r\033[K  {msg}")
+        sys.stderr.flush()
+
+    return progress
+
+
+_COMMANDS = {"check": _check, "selftest": _selftest, "explain": _explain, "snapshot": _snapshot, "compare": _compare}
 
 
 def _quiet_transformers() -> None:

@@ -193,3 +193,27 @@ def rows_end_with_eos_or_length_limit(record: GenerationRecord) -> list[Violatio
             found=f"length {record.sequences.shape[1]} without eos",
         ),
     )
+
+
+@invariant("special_tokens")
+def tokenizer_ends_inputs_with_eos(record: GenerationRecord) -> list[Violation]:
+    """The tokenizer's input suffix contains one of the model's eos ids (``X </s>``, ``X </s> lang``).
+
+    Encoder-decoder models are trained on inputs closed by eos; a tokenizer that drops its end
+    token (a broken post-processor, a slow/fast mismatch) feeds every input unterminated, and
+    because the convention is probed from that same tokenizer, only the model's own eos can tell.
+    """
+    name = "tokenizer_ends_inputs_with_eos"
+    c = record.conventions
+    if set(c.input_suffix) & set(c.eos_token_ids):
+        return []
+    suffix = " ".join(f"{i} {record.token_text(i)!r}" for i in c.input_suffix) or "nothing"
+    return [
+        make(
+            record,
+            name,
+            "the tokenizer does not close inputs with the model's eos",
+            expected=f"an eos id {list(c.eos_token_ids)} after the text",
+            found=f"suffix {suffix}",
+        )
+    ]

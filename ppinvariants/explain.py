@@ -1,0 +1,104 @@
+"""Token-by-token view of one greedy generation, as the notebook behind this project printed it.
+
+For each step: the prefix so far, the top-k next tokens with probabilities, the chosen token's
+log-prob, and the entropy of the step distribution; optionally a plot of entropy and chosen-token
+probability per step (matplotlib, the ``plot`` extra).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .capture import GREEDY, Decoding, capture, finished_mask, generated_tokens, log_probs
+from .errors import UsageError
+
+
+@dataclass(frozen=True)
+class Step:
+    step: int
+    prefix: str
+    token_id: int
+    token: str
+    logprob: float
+    entropy: float
+    top: list[tuple[int, str, float]]  # (id, token, probability)
+
+
+def explain(target: Any, text: str, *, top_k: int = 5, decoding: Decoding = GREEDY) -> list[Step]:
+    """Generate from ``text`` greedily and describe every step up to the first eos (vectorized per step tensor)."""
+    record = capture(target, [text], decoding, evidence=False)
+    lp = log_probs(record.scores[0])  # [steps, V]: row 0 is the only row in greedy search
+    p = lp.exp()
+    entropy = torch.where(p > 0, -p * lp, torch.zeros_like(lp)).sum(dim=-1)
+    top_p, top_i = p.topk(min(top_k, p.shape[-1]), dim=-1)
+    tokens = generated_tokens(record)[0]
+    chosen = lp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+    mask, _ = finished_mask(generated_tokens(record), record.conventions.eos_token_ids)
+    n = int(mask[0].sum())
+    tok = target.tokenizer
+    names = tok.convert_ids_to_tokens(record.sequences[0].tolist())
+    steps = []
+    for t in range(n):  # one line per step for a human: bounded by the generation length
+        steps.append(
+            Step(
+                step=t,
+                prefix=" ".join(str(x) for x in names[: t + 1]),
+                token_id=int(tokens[t]),
+                token=str(names[t + 1]),
+                logprob=float(chosen[t]),
+                entropy=float(entropy[t]),
+                top=[
+                    (int(i), str(tok.convert_ids_to_tokens(int(i))), float(q))
+                    for i, q in zip(top_i[t].tolist(), top_p[t].tolist(), strict=True)
+                ],
+            )
+        )
+    return steps
+
+
+def render(steps: list[Step], *, vocab_size: int | None = None) -> str:
+    lines = []
+    bound = f" (max log V = {math.log(vocab_size):.2f})" if vocab_size else ""
+    for s in steps:
+        top = ", ".join(f"{t!r} {q:.3f}" for _, t, q in s.top)
+        lines.append(f"step {s.step:>3}  prefix: {s.prefix}")
+        lines.append(
+            f"          chose {s.token!r} (id {s.token_id}) log-prob {s.logprob:.4f}  entropy {s.entropy:.3f}{bound}"
+        )
+        lines.append(f"          top: {top}")
+    return "\n".join(lines)
+
+
+def plot(steps: list[Step], path: str | Path) -> Path:
+    """Draw per-step entropy and chosen-token probability to a PNG at ``path``."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        import matplotlib.ticker
+    except ImportError:
+        raise UsageError("--plot needs matplotlib: pip install 'ppinvariants[plot]'") from None
+    xs = [s.step for s in steps]
+    fig, ax1 = plt.subplots(figsize=(8, 3.5))
+    ax1.plot(xs, [s.entropy for s in steps], marker="o", color="tab:blue", label="entropy (nats)")
+    ax1.set_xlabel("step")
+    ax1.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    ax1.set_ylabel("entropy (nats)", color="tab:blue")
+    ax2 = ax1.twinx()
+    ax2.plot(xs, [math.exp(s.logprob) for s in steps], marker="s", color="tab:orange", label="p(chosen)")
+    ax2.set_ylabel("p(chosen token)", color="tab:orange")
+    ax2.set_ylim(0, 1.05)
+    for s in steps:
+        ax1.annotate(s.token, (s.step, s.entropy), fontsize=7, rotation=45, xytext=(2, 4), textcoords="offset points")
+    fig.suptitle("ppinvariants explain: per-step entropy and chosen-token probability")
+    fig.tight_layout()
+    out = Path(path)
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out

@@ -1,0 +1,325 @@
+"""Mutation self-test: inject one fault per bug class into a healthy tiny model, and see which invariants fire.
+
+A fault is injected the way such bugs arise in practice: a forward hook on the logits, a
+post-processing of ``generate()``'s output, or a change of config or tokenizer. Every fault must
+be caught by at least one invariant, and the healthy models must give no violation at all; a
+fault nothing catches is a gap in the invariants, never a reason to drop the fault.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from .capture import DEFAULT_DECODINGS, DEFAULT_TEXTS, Decoding
+from .report import TargetReport
+from .runner import check_loaded
+from .targets import Target, load_target
+
+Inject = Callable[[Target], None]
+
+
+@dataclass(frozen=True)
+class Fault:
+    """One injected bug: its class, how it is injected, and on which tiny architecture."""
+
+    name: str
+    bug_class: str
+    how: str  # "hook" | "post-process" | "config" | "tokenizer"
+    inject: Inject
+    arch: str = "bart"
+
+
+# ------------------------------------------------------------------------------- injections
+
+
+def _logit_hook(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> Inject:
+    """Rewrite the output projection's logits with ``fn(hidden_input, logits)``."""
+
+    def inject(target: Target) -> None:
+        target.model.get_output_embeddings().register_forward_hook(lambda _m, i, o: fn(i[0], o))
+
+    return inject
+
+
+def _set(value: float, token: int = 17) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    def fn(_h: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        logits = logits.clone()
+        logits[..., token] = value
+        return logits
+
+    return fn
+
+
+def _cache_drift(h: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    # Only incremental (one new position, cached) steps drift; a full forward pass does not.
+    if h.shape[1] == 1:
+        return logits + 0.3 * torch.linspace(-1, 1, logits.shape[-1], device=logits.device)
+    return logits
+
+
+_NOISE = torch.Generator().manual_seed(1234)  # outside torch.manual_seed: a nondeterministic source
+
+
+def _noise(_h: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    return logits + 2.0 * torch.randn(logits.shape, generator=_NOISE).to(logits.device)
+
+
+def _detach(_h: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    return logits.detach()
+
+
+def _post_process(fn: Callable[[Any, Target, dict[str, Any]], None]) -> Inject:
+    """Wrap ``model.generate`` so its output is altered by ``fn(out, target, kwargs)`` before anyone sees it."""
+
+    def inject(target: Target) -> None:
+        original = target.model.generate
+
+        def generate(*args: Any, **kwargs: Any) -> Any:
+            out = original(*args, **kwargs)
+            if hasattr(out, "sequences"):
+                fn(out, target, kwargs)
+            return out
+
+        target.model.generate = generate
+
+    return inject
+
+
+def _generate_with(**override: Any) -> Inject:
+    """Wrap ``model.generate`` so it runs with ``override`` applied behind the caller's back."""
+
+    def inject(target: Target) -> None:
+        original = target.model.generate
+
+        def generate(*args: Any, **kwargs: Any) -> Any:
+            config = kwargs.get("generation_config")
+            if config is not None:
+                config = config.__class__.from_dict(config.to_dict())
+                config.update(**override)
+                kwargs["generation_config"] = config
+            else:
+                kwargs.update(override)
+            return original(*args, **kwargs)
+
+        target.model.generate = generate
+
+    return inject
+
+
+def _finished_rows(seq: torch.Tensor, eos: int) -> tuple[torch.Tensor, torch.Tensor]:
+    gen = seq[:, 1:]
+    is_eos = gen == eos
+    has = is_eos.any(dim=1)
+    return has, is_eos.int().argmax(dim=1) + 1  # position in seq of the first eos
+
+
+def _pad_before_eos(out: Any, target: Target, _kw: dict[str, Any]) -> None:
+    eos, pad = target.conventions.eos_token_ids[0], target.conventions.pad_token_id
+    has, pos = _finished_rows(out.sequences, eos)
+    rows = has.nonzero().flatten()
+    prev = (pos[rows] - 1).clamp(min=2)
+    out.sequences[rows, prev] = pad
+
+
+def _shift_scores(out: Any, _t: Target, _kw: dict[str, Any]) -> None:
+    out.scores = tuple(out.scores[1:]) + (out.scores[-1],)
+    if getattr(out, "logits", None):
+        out.logits = tuple(out.logits[1:]) + (out.logits[-1],)
+
+
+def _beam_scores_off(out: Any, _t: Target, _kw: dict[str, Any]) -> None:
+    if getattr(out, "sequences_scores", None) is not None:
+        out.sequences_scores = out.sequences_scores + 0.1
+
+
+def _drop_eos(out: Any, target: Target, _kw: dict[str, Any]) -> None:
+    eos, pad = target.conventions.eos_token_ids[0], target.conventions.pad_token_id
+    out.sequences[out.sequences == eos] = pad
+    out.sequences[:, 0] = target.conventions.decoder_start_token_id
+
+
+def _wide_vocabulary(target: Target) -> None:
+    """Pad the output layer past the tokenizer (as T5's 32128 for 32100) and let the extra ids win."""
+    model = target.model
+    n = len(target.tokenizer)
+    model.resize_token_embeddings(n + 8)
+    with torch.no_grad():
+        head = model.get_output_embeddings().weight
+        head[n:] = 3.0 * head[n // 2 : n // 2 + 8]
+
+
+def _tokenizer_drops_end_token(target: Target) -> None:
+    from tokenizers.processors import TemplateProcessing
+
+    tok = target.tokenizer
+    prefix = [tok.convert_ids_to_tokens(i) for i in target.conventions.input_prefix]
+    single = " ".join([*prefix, "$A"])
+    pair = " ".join([*prefix, "$A", "$B"])
+    specials = [(p, tok.convert_tokens_to_ids(p)) for p in prefix]
+    tok.backend_tokenizer.post_processor = TemplateProcessing(single=single, pair=pair, special_tokens=specials)
+    _rederive(target)
+
+
+def _rederive(target: Target) -> None:
+    from .conventions import derive_conventions
+
+    target.conventions = derive_conventions(target.model, target.tokenizer)
+
+
+def _encoder_ignores_mask(target: Target) -> None:
+    encoder = target.model.get_encoder()
+    forward = encoder.forward
+
+    def no_mask(*args: Any, **kwargs: Any) -> Any:
+        kwargs["attention_mask"] = None
+        return forward(*args, **kwargs)
+
+    encoder.forward = no_mask
+
+
+FAULTS: tuple[Fault, ...] = (
+    Fault("nan_logits", "NaN logits (fp16 overflow)", "hook", _logit_hook(_set(float("nan")))),
+    Fault("posinf_logits", "+inf logits", "hook", _logit_hook(_set(float("inf")))),
+    Fault("unexplained_neg_inf", "a token banned by no processor", "hook", _logit_hook(_set(float("-inf"), 42))),
+    Fault("min_length_ignored", "minimum length not enforced", "config", _generate_with(min_length=0)),
+    Fault("wrong_decoder_start", "wrong decoder start token", "config", _generate_with(decoder_start_token_id=0)),
+    # (None would mean "unset" to generate(), which then falls back to the model's own forced token.)
+    Fault(
+        "forced_bos_wrong",
+        "forced first token not the configured one",
+        "config",
+        _generate_with(forced_bos_token_id=50),
+    ),
+    Fault("pad_before_eos", "pad inserted before eos", "post-process", _post_process(_pad_before_eos)),
+    Fault("eos_dropped", "end token removed from outputs", "post-process", _post_process(_drop_eos)),
+    Fault("shifted_step_scores", "step scores off by one step", "post-process", _post_process(_shift_scores)),
+    Fault(
+        "beam_scores_inconsistent", "beam scores not the per-token sum", "post-process", _post_process(_beam_scores_off)
+    ),
+    Fault("top_k_ignored", "sampling outside the configured top-k", "config", _generate_with(top_k=None)),
+    Fault("cache_drift", "cached decoding drifts from a full pass", "hook", _logit_hook(_cache_drift)),
+    Fault("encoder_ignores_mask", "encoder ignores the attention mask", "hook", _encoder_ignores_mask),
+    Fault("nondeterministic", "non-determinism in eval mode", "hook", _logit_hook(_noise)),
+    Fault("logits_detached", "logits detached from the parameters", "hook", _logit_hook(_detach)),
+    Fault("ids_outside_tokenizer", "generated ids outside the tokenizer", "config", _wide_vocabulary),
+    Fault("tokenizer_drops_eos", "tokenizer drops its end token", "tokenizer", _tokenizer_drops_end_token),
+    Fault("pad_zero_t5_nan", "NaN logits on a pad-started model", "hook", _logit_hook(_set(float("nan"))), arch="t5"),
+)
+
+
+# ------------------------------------------------------------------------------- running
+
+
+@dataclass
+class FaultResult:
+    fault: Fault
+    fired: list[str] = field(default_factory=list)  # invariants that failed
+    errors: list[str] = field(default_factory=list)  # e.g. generate() crashing for one decoding
+
+    @property
+    def detected(self) -> bool:
+        return bool(self.fired)
+
+
+@dataclass
+class SelfTestReport:
+    faults: list[FaultResult]
+    healthy: list[TargetReport]
+
+    @property
+    def detection_rate(self) -> float:
+        return sum(r.detected for r in self.faults) / max(1, len(self.faults))
+
+    @property
+    def healthy_violations(self) -> int:
+        return sum(len(r.violations) for t in self.healthy for r in t.results if r.status in ("fail", "error"))
+
+    @property
+    def ok(self) -> bool:
+        return (
+            all(r.detected for r in self.faults)
+            and self.healthy_violations == 0
+            and not any(t.error for t in self.healthy)
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "detection_rate": self.detection_rate,
+            "healthy_violations": self.healthy_violations,
+            "faults": [
+                {
+                    "fault": r.fault.name,
+                    "bug_class": r.fault.bug_class,
+                    "injected_by": r.fault.how,
+                    "arch": r.fault.arch,
+                    "detected": r.detected,
+                    "fired": r.fired,
+                    "errors": r.errors,
+                }
+                for r in self.faults
+            ],
+            "healthy": [{"target": t.target, "status": t.status} for t in self.healthy],
+        }
+
+    def render(self) -> str:
+        width = max(len(r.fault.name) for r in self.faults)
+        lines = [f"{'fault'.ljust(width)}  {'injected by'.ljust(12)}  detected  invariants that fired"]
+        for r in self.faults:
+            fired = ", ".join(r.fired) or "-- NONE (a gap) --"
+            lines.append(
+                f"{r.fault.name.ljust(width)}  {r.fault.how.ljust(12)}  {'yes' if r.detected else 'NO ':8}  {fired}"
+            )
+        lines.append("")
+        lines.append(
+            f"detection rate: {sum(r.detected for r in self.faults)}/{len(self.faults)} = {self.detection_rate:.0%}"
+        )
+        statuses = ", ".join(f"{t.target} {t.status}" for t in self.healthy)
+        lines.append(f"healthy models: {self.healthy_violations} violations ({statuses})")
+        return "\n".join(lines)
+
+
+def run_fault(
+    fault: Fault, *, texts: Sequence[str] = DEFAULT_TEXTS, decodings: Sequence[Decoding] = DEFAULT_DECODINGS
+) -> FaultResult:
+    """Load a fresh tiny model, inject ``fault``, run every invariant under every decoding."""
+    target = load_target(f"tiny:{fault.arch}")
+    fault.inject(target)
+    report = check_loaded(target, texts=texts, decodings=decodings)
+    result = FaultResult(fault)
+    result.fired = sorted({r.invariant for r in report.results if r.status == "fail"})
+    result.errors = [f"{r.decoding}: {r.reason}" for r in report.results if r.status == "error"]
+    return result
+
+
+def run_selftest(
+    faults: Sequence[Fault] = FAULTS,
+    *,
+    healthy_archs: Sequence[str] | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> SelfTestReport:
+    """Every fault in ``faults`` against fresh models, and the healthy built-in models unchanged."""
+    from . import testing
+
+    results = []
+    for fault in faults:
+        if progress:
+            progress(f"fault {fault.name}")
+        results.append(run_fault(fault))
+    healthy = []
+    for arch in healthy_archs if healthy_archs is not None else testing.ARCHITECTURES:
+        if progress:
+            progress(f"healthy tiny:{arch}")
+        healthy.append(check_loaded(load_target(f"tiny:{arch}")))
+    return SelfTestReport(results, healthy)
+
+
+def report_json(report: SelfTestReport) -> str:
+    return json.dumps(report.to_dict(), indent=2)
+
+
+__all__ = ["FAULTS", "Fault", "FaultResult", "SelfTestReport", "run_fault", "run_selftest"]
