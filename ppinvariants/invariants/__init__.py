@@ -16,7 +16,19 @@ from ..report import Result
 from . import beam, consistency, logprobs, processors, sampling, scores, shapes, special_tokens, vocabulary  # noqa: F401 - registers the checks
 from ._base import REGISTRY, Invariant
 
-ALL: tuple[Invariant, ...] = tuple(REGISTRY.values())
+#: Families in reading order: from the shape of the output to re-runs of the model.
+FAMILIES = (
+    "shapes",
+    "special_tokens",
+    "vocabulary",
+    "scores",
+    "processors",
+    "logprobs",
+    "beam",
+    "sampling",
+    "consistency",
+)
+ALL: tuple[Invariant, ...] = tuple(sorted(REGISTRY.values(), key=lambda i: FAMILIES.index(i.family)))
 
 
 def get(names: Iterable[str] | None = None) -> tuple[Invariant, ...]:
