@@ -88,3 +88,34 @@ def resolve_lengths(config: dict[str, Any], decoder_prompt_length: int = 1) -> d
     if out.get("min_new_tokens") is not None:
         out["min_length"] = int(out["min_new_tokens"]) + decoder_prompt_length
     return out
+
+
+#: transformers 5.x ``GenerationConfig._get_default_generation_params()``, for versions without it
+#: (4.x keeps these values on every GenerationConfig instance instead).
+_GENERATION_DEFAULTS: dict[str, Any] = {
+    "length_penalty": 1.0,
+    "temperature": 1.0,
+    "top_k": 50,
+    "top_p": 1.0,
+    "typical_p": 1.0,
+    "repetition_penalty": 1.0,
+    "encoder_repetition_penalty": 1.0,
+    "epsilon_cutoff": 0.0,
+    "eta_cutoff": 0.0,
+    "num_beams": 1,
+    "num_return_sequences": 1,
+}
+
+
+def generation_default(name: str) -> Any:
+    """The value ``generate()`` uses for a setting left ``None`` (e.g. ``top_k`` 50, ``length_penalty`` 1.0)."""
+    getter = getattr(transformers.GenerationConfig, "_get_default_generation_params", None)
+    if getter is not None:
+        try:
+            value = getter().get(name)
+            if value is not None:
+                return value
+        except Exception:  # noqa: BLE001 - fall back to the documented defaults
+            pass
+    default = getattr(transformers.GenerationConfig(), name, None)
+    return default if default is not None else _GENERATION_DEFAULTS.get(name)

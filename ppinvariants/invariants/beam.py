@@ -19,26 +19,11 @@ from typing import Any
 
 import torch
 
+from .. import _compat
 from ..capture import GenerationRecord, finished_mask, generated_tokens, masked_sum, score_rows, step_logprobs
 from ..errors import NotApplicable
 from ..report import Violation
 from ._base import from_positions, invariant, make, merge
-
-#: ``GenerationConfig._get_default_generation_params()`` of transformers 5.x, for settings left ``None``
-#: in the effective config (used only when the installed version does not expose the method).
-_FALLBACK_DEFAULTS: dict[str, Any] = {
-    "length_penalty": 1.0,
-    "temperature": 1.0,
-    "top_k": 50,
-    "top_p": 1.0,
-    "typical_p": 1.0,
-    "repetition_penalty": 1.0,
-    "encoder_repetition_penalty": 1.0,
-    "epsilon_cutoff": 0.0,
-    "eta_cutoff": 0.0,
-    "num_beams": 1,
-    "num_return_sequences": 1,
-}
 
 
 def setting(record: GenerationRecord, name: str) -> Any:
@@ -48,15 +33,7 @@ def setting(record: GenerationRecord, name: str) -> Any:
     (e.g. ``top_k`` 50, ``length_penalty`` 1.0), so a ``None`` here does not mean "off".
     """
     value = record.generation_config.get(name)
-    if value is not None:
-        return value
-    try:
-        import transformers
-
-        defaults = transformers.GenerationConfig._get_default_generation_params()
-    except Exception:  # noqa: BLE001 - older versions keep the defaults on the instance
-        defaults = _FALLBACK_DEFAULTS
-    return defaults.get(name, _FALLBACK_DEFAULTS.get(name))
+    return value if value is not None else _compat.generation_default(name)
 
 
 def _require_beam(record: GenerationRecord) -> None:
