@@ -47,6 +47,9 @@ class Target:
     device: torch.device
     dtype: torch.dtype
 
+    def __repr__(self) -> str:  # the default would print the whole model (e.g. in Hypothesis reports)
+        return f"Target({self.spec!r}, {type(self.model).__name__}, {self.device}, {self.dtype_name})"
+
     @property
     def dtype_name(self) -> str:
         return str(self.dtype).replace("torch.", "")

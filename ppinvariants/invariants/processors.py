@@ -65,7 +65,7 @@ def required_neg_inf(record: GenerationRecord) -> torch.Tensor:
 def history_neg_inf(record: GenerationRecord) -> tuple[torch.Tensor, torch.Tensor]:
     """``(banned, known)``: positions that history-dependent processors set to ``-inf``, per score row.
 
-    no_repeat_ngram_size and multi-token bad_words_ids depend on the tokens so far. A score row's
+    no_repeat_ngram_size, encoder_no_repeat_ngram_size and multi-token bad_words_ids depend on the tokens so far. A score row's
     history is known when it produced a returned token at that step (always in greedy search and
     sampling; along each returned hypothesis's ``beam_indices`` in beam search); ``known`` marks
     those ``[score_rows, steps]`` cells. Elsewhere the banned set is unknown and not judged.
@@ -97,6 +97,21 @@ def history_neg_inf(record: GenerationRecord) -> tuple[torch.Tensor, torch.Tenso
         hits = torch.zeros(R, steps, vocab, dtype=torch.int32)
         hits.scatter_add_(2, last_tok, match.int())
         banned_r |= hits > 0
+    m = gc.get("encoder_no_repeat_ngram_size") or 0
+    if m and m <= record.input_ids.shape[1]:
+        # EncoderNoRepeatNGramLogitsProcessor: bans the last token of every n-gram of the (padded)
+        # encoder input whose first n-1 tokens are the last n-1 tokens of the decoder sequence.
+        enc = record.input_ids.cpu().repeat_interleave(R // record.input_ids.shape[0], dim=0)  # [R, L]
+        egrams = enc.unfold(1, m, 1)  # [R, J, m]
+        if m == 1:
+            ematch = torch.ones(R, steps, egrams.shape[1], dtype=torch.bool)
+        else:
+            idx = (t[:, None] - (m - 2) + torch.arange(m - 1)[None, :]).clamp(min=0)  # [steps, m-1]
+            ematch = (egrams[:, None, :, : m - 1] == seq[:, idx][:, :, None, :]).all(dim=-1)  # [R, steps, J]
+            ematch &= (t[:, None] + 1 >= m - 1)[None]
+        hits = torch.zeros(R, steps, vocab, dtype=torch.int32)
+        hits.scatter_add_(2, egrams[:, :, m - 1][:, None, :].expand(R, steps, -1).contiguous(), ematch.int())
+        banned_r |= hits > 0
     for word in gc.get("bad_words_ids") or []:
         if len(word) < 2:
             continue
@@ -120,7 +135,11 @@ def history_neg_inf(record: GenerationRecord) -> tuple[torch.Tensor, torch.Tenso
 
 def _history_processors_active(record: GenerationRecord) -> bool:
     gc = record.generation_config
-    return bool(gc.get("no_repeat_ngram_size")) or any(len(w) > 1 for w in gc.get("bad_words_ids") or [])
+    return (
+        bool(gc.get("no_repeat_ngram_size"))
+        or bool(gc.get("encoder_no_repeat_ngram_size"))
+        or any(len(w) > 1 for w in gc.get("bad_words_ids") or [])
+    )
 
 
 @invariant("processors")
@@ -214,13 +233,18 @@ def no_eos_before_min_length(record: GenerationRecord) -> list[Violation]:
     """No generated row has eos before ``min_length`` (decoder start included) or ``min_new_tokens``.
 
     The min-length processor bans eos until the minimum is reached; an eos earlier means the
-    constraint was not enforced and short outputs slip through.
+    constraint was not enforced and short outputs slip through. The one exception is the step
+    where ``forced_eos_token_id`` forces eos at the length limit, which takes precedence.
     """
     name = "no_eos_before_min_length"
     gc = record.generation_config
     tokens = generated_tokens(record)
     t = torch.arange(tokens.shape[1])
     blocked = (t + 1 < (gc.get("min_length") or 0)) | (t < (gc.get("min_new_tokens") or 0))
+    if gc.get("forced_eos_token_id") is not None:
+        # The forced eos at the length limit runs after the min-length processor and wins over it
+        # (a config asking for min_length >= max_length gets its eos there all the same).
+        blocked &= t != record.max_length - 2
     is_eos = torch.isin(tokens, torch.tensor(_eos_ids(record)))
     bad = (is_eos & blocked[None, :]).nonzero()
     return merge(

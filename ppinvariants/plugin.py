@@ -1,0 +1,288 @@
+"""pytest plugin: check your own models' ``generate()`` outputs from your test suite.
+
+Registered through the ``pytest11`` entry point, so it is active wherever ppinvariants is
+installed. Importing it imports neither torch nor transformers: they load inside the fixtures.
+
+Options (group ``ppinvariants``)::
+
+    --ppi-model TARGET      a target to check (repeatable): checkpoint dir, tiny:<arch>,
+                            FILE.py:FUNC, package.module:FUNC or a cached hub id
+    --ppi-device DEVICE     cpu (default), cuda, cuda:N or auto
+    --ppi-dtype DTYPE       float32 (default), float16 or bfloat16
+    --ppi-trust-remote-code / --ppi-allow-pickle   as in ``ppinvariants check``
+    --ppi-regen             rewrite the ``ppi_snapshot`` files instead of comparing against them
+
+ini key ``ppi_models`` (one target per line) pins targets in ``pytest.ini`` / ``pyproject.toml``;
+``--ppi-model`` on the command line replaces it.
+
+Fixtures:
+
+* ``ppi_target``: the loaded :class:`~ppinvariants.targets.Target` (session scope). Tests that
+  request it, directly or through another fixture, are parametrized over the configured targets
+  (test id: the target spec). Each target is loaded once per process. Without any configured
+  target they are skipped ("no --ppi-model given"), unless the test carries
+  ``@pytest.mark.ppi_default_targets(spec, ...)`` (the shipped suite defaults to every tiny model).
+* ``ppi_capture``: ``(texts, decoding=GREEDY, **capture_kwargs) -> GenerationRecord`` for the current target.
+* ``ppi_assert_invariants``: ``(record, invariants=None) -> list[Result]``; fails the test with
+  the violations (message, context, reproduction line) and no traceback when an invariant fails.
+* ``ppi_snapshot``: ``.check(target, texts=None, decodings=None, *, atol=None, basename=None)``
+  compares generated tokens and log-probs against ``<test dir>/snapshots/<test name>.json``
+  (pytest-regressions style: created on the first run, which fails; ``--ppi-regen`` rewrites it);
+  see :class:`ppinvariants.snapshot.SnapshotFixture`.
+
+Markers: ``ppi_gpu`` (skipped unless ``torch.cuda.is_available()``) and ``ppi_default_targets``.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterable, Sequence
+from importlib import metadata
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from . import __version__
+
+if TYPE_CHECKING:
+    from .capture import Decoding, GenerationRecord
+    from .invariants import Invariant
+    from .report import Result
+    from .snapshot import SnapshotFixture
+    from .targets import Target
+
+__all__ = ["assert_invariants", "configured_targets", "render_failures"]
+
+NO_TARGET_REASON = "no --ppi-model given"
+_CACHE = pytest.StashKey[dict]()
+
+
+# ------------------------------------------------------------------------------ options
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("ppinvariants", "ppinvariants: invariant checks for seq2seq generate() outputs")
+    group.addoption(
+        "--ppi-model",
+        action="append",
+        default=[],
+        dest="ppi_models",
+        metavar="TARGET",
+        help="target to check (repeatable): checkpoint dir, tiny:<arch>, FILE.py:FUNC, package.module:FUNC "
+        "or a cached hub id; replaces the ppi_models ini key",
+    )
+    group.addoption("--ppi-device", default="cpu", metavar="DEVICE", help="cpu (default), cuda, cuda:N or auto")
+    group.addoption("--ppi-dtype", default="float32", metavar="DTYPE", help="float32 (default), float16 or bfloat16")
+    group.addoption("--ppi-trust-remote-code", action="store_true", help="allow a checkpoint's own model code to run")
+    group.addoption("--ppi-allow-pickle", action="store_true", help="allow pickle weights (pytorch_model.bin)")
+    group.addoption(
+        "--ppi-regen",
+        action="store_true",
+        help="rewrite the snapshot files of ppi_snapshot instead of comparing against them",
+    )
+    parser.addini("ppi_models", type="linelist", default=[], help="ppinvariants targets to check, one per line")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "ppi_gpu: the test needs a CUDA GPU (skipped when torch sees none)")
+    config.addinivalue_line(
+        "markers",
+        "ppi_default_targets(*specs): targets for ppi_target when no --ppi-model / ppi_models is configured",
+    )
+    config.stash[_CACHE] = {}
+    # `--hypothesis-profile ppi-ci` must find the profile registered before Hypothesis loads it.
+    profile = config.getoption("hypothesis_profile", default=None)
+    if isinstance(profile, str) and profile.startswith("ppi-"):
+        from . import strategies  # noqa: F401 - registers the profiles on import
+
+
+def configured_targets(config: pytest.Config) -> list[str]:
+    """The targets of this run: ``--ppi-model`` values if any were given, else the ``ppi_models`` ini lines."""
+    given = [s for s in config.getoption("ppi_models", default=None) or [] if s.strip()]
+    return given or [s for s in config.getini("ppi_models") if s.strip()]
+
+
+def _version(dist: str) -> str:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    targets = configured_targets(config)
+    shown = ", ".join(targets) if targets else f"none ({NO_TARGET_REASON}; the shipped suite uses every tiny model)"
+    return [
+        f"ppinvariants {__version__} (torch {_version('torch')}, transformers {_version('transformers')}): "
+        f"targets: {shown}; device {config.getoption('ppi_device')}, dtype {config.getoption('ppi_dtype')}"
+    ]
+
+
+# ------------------------------------------------------------------------------ collection
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Parametrize ``ppi_target`` over the configured targets (or the test's default targets)."""
+    if "ppi_target" not in metafunc.fixturenames:
+        return
+    specs = configured_targets(metafunc.config)
+    if not specs:
+        marker = metafunc.definition.get_closest_marker("ppi_default_targets")
+        specs = list(marker.args) if marker is not None else []
+    if specs:
+        metafunc.parametrize("ppi_target", specs, indirect=True, ids=specs, scope="session")
+    else:
+        skipped = pytest.param(None, marks=pytest.mark.skip(reason=NO_TARGET_REASON), id="no-ppi-model")
+        metafunc.parametrize("ppi_target", [skipped], indirect=True, scope="session")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    gpu_items = [item for item in items if item.get_closest_marker("ppi_gpu") is not None]
+    if not gpu_items:
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="ppi_gpu: no CUDA GPU available (torch.cuda.is_available() is False)")
+    for item in gpu_items:
+        item.add_marker(skip)
+
+
+# ------------------------------------------------------------------------------ fixtures
+
+
+def _load(config: pytest.Config, spec: str) -> Target:
+    """The loaded target for ``spec``, from this process's cache; a load error is cached too and
+    fails every test that needs the target with its one-line message."""
+    from .errors import PPIError
+    from .targets import load_target
+
+    cache: dict[str, Any] = config.stash[_CACHE]
+    if spec not in cache:
+        try:
+            cache[spec] = load_target(
+                spec,
+                device=config.getoption("ppi_device"),
+                dtype=config.getoption("ppi_dtype"),
+                trust_remote_code=config.getoption("ppi_trust_remote_code"),
+                allow_pickle=config.getoption("ppi_allow_pickle"),
+            )
+        except PPIError as e:
+            cache[spec] = e
+    loaded = cache[spec]
+    if isinstance(loaded, Exception):
+        pytest.fail(f"ppinvariants: cannot load target {spec}: {loaded}", pytrace=False)
+    return loaded
+
+
+@pytest.fixture(scope="session")
+def ppi_target(request: pytest.FixtureRequest) -> Target:
+    """The :class:`~ppinvariants.targets.Target` this test runs against, loaded once per process."""
+    spec = getattr(request, "param", None)
+    if spec is None:
+        pytest.skip(NO_TARGET_REASON)
+    return _load(request.config, spec)
+
+
+@pytest.fixture
+def ppi_capture(ppi_target: Target) -> Callable[..., GenerationRecord]:
+    """A function ``(texts, decoding=GREEDY, **kwargs) -> GenerationRecord`` that runs
+    :func:`ppinvariants.capture.capture` on the current target (``kwargs`` go to ``capture``).
+    Invalid inputs or decoding configs fail the test with a one-line message; an exception raised
+    by ``generate()`` itself propagates with its traceback."""
+    from .capture import GREEDY, capture
+    from .errors import PPIError
+
+    def _capture(texts: Sequence[str], decoding: Decoding = GREEDY, **kwargs: Any) -> GenerationRecord:
+        try:
+            return capture(ppi_target, list(texts), decoding, **kwargs)
+        except PPIError as e:
+            pytest.fail(f"ppinvariants: {e}", pytrace=False)
+
+    return _capture
+
+
+@pytest.fixture
+def ppi_assert_invariants() -> Callable[..., list[Result]]:
+    """The function :func:`assert_invariants`."""
+    return assert_invariants
+
+
+@pytest.fixture
+def ppi_snapshot(request: pytest.FixtureRequest) -> SnapshotFixture:
+    """A :class:`~ppinvariants.snapshot.SnapshotFixture`: ``ppi_snapshot.check(target)`` compares against
+    ``<test dir>/snapshots/<test name>.json`` (a spec string loads with the ``--ppi-*`` options)."""
+    from .snapshot import SnapshotFixture
+
+    return SnapshotFixture(
+        request.path.parent / "snapshots",
+        request.node.name,
+        regen=bool(request.config.getoption("ppi_regen")),
+        load=lambda spec: _load(request.config, spec),
+    )
+
+
+# ------------------------------------------------------------------------------ assertions
+
+
+def render_failures(results: Iterable[Result], *, max_violations: int = 5) -> str:
+    """The failed and errored results as text: a head line per result, its first
+    ``max_violations`` violation messages with their decoded context, and the reproduction line."""
+    lines: list[str] = []
+    for r in results:
+        if r.status not in ("fail", "error"):
+            continue
+        head = f"[{r.status.upper()}] {r.invariant} ({r.decoding})"
+        lines.append(head + (f": {r.reason}" if r.reason else ""))
+        for v in r.violations[:max_violations]:
+            lines.append(f"  - {v.message}")
+            if v.context:
+                lines.append(f"    context: {v.context}")
+        more = r.total_violations - min(len(r.violations), max_violations)
+        if more > 0:
+            lines.append(f"  ... and {more} more")
+        if r.repro:
+            lines.append(f"  reproduce: {r.repro}")
+    return "\n".join(lines)
+
+
+def assert_invariants(record: GenerationRecord, invariants: Iterable[str | Invariant] | None = None) -> list[Result]:
+    """Run ``invariants`` (names or :class:`~ppinvariants.invariants.Invariant` objects; all when
+    None) on ``record`` and return the results. When any result is ``fail`` or ``error``, fail the
+    test with :func:`render_failures` (``pytest.fail(..., pytrace=False)``; inside a Hypothesis
+    test an ``AssertionError`` instead, so that Hypothesis can shrink it and print the falsifying
+    example and its notes). ``skip`` (not applicable) and ``xfail`` (a known upstream issue)
+    results do not fail the test."""
+    from .invariants import get, run_invariants
+
+    chosen = None
+    if invariants is not None:
+        items = list(invariants)
+        names = [i for i in items if isinstance(i, str)]
+        try:
+            by_name = dict(zip(names, get(names), strict=True))
+        except KeyError as e:
+            pytest.fail(f"ppinvariants: unknown invariant {e.args[0]!r}", pytrace=False)
+        chosen = [by_name[i] if isinstance(i, str) else i for i in items]
+    __tracebackhide__ = True
+    results = run_invariants(record, chosen)
+    failed = [r for r in results if r.status in ("fail", "error")]
+    if failed:
+        n = len(failed)
+        head = f"ppinvariants: {n} invariant{'s' if n > 1 else ''} failed on {record.target} ({record.decoding.name})"
+        message = head + "\n" + render_failures(failed)
+        if _in_hypothesis_test():
+            # pytest.fail(pytrace=False) would hide Hypothesis' falsifying example and notes.
+            raise AssertionError(message)
+        pytest.fail(message, pytrace=False)
+    return results
+
+
+def _in_hypothesis_test() -> bool:
+    if "hypothesis" not in sys.modules:
+        return False
+    from hypothesis.control import currently_in_test_context
+
+    return currently_in_test_context()
