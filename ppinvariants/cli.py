@@ -39,6 +39,12 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("-v", "--verbose", action="store_true", help="print conventions and skipped checks")
     c.add_argument("-q", "--quiet", action="store_true", help="print only the summary line per target")
     c.add_argument("--threads", type=int, metavar="N", help="torch CPU threads (default: torch's choice)")
+    c.add_argument(
+        "--streaming",
+        action="store_true",
+        default=None,
+        help="judge per-step invariants inside generate(), keeping no step scores (default: automatic by size)",
+    )
 
     st = sub.add_parser("selftest", help="inject faults into tiny models and show which invariants catch them")
     st.add_argument("--json", metavar="PATH", help="write the self-test table as JSON to PATH")
@@ -72,6 +78,11 @@ def _parser() -> argparse.ArgumentParser:
     cm.add_argument("--dtype", help="default: the snapshot's dtype")
     cm.add_argument("--trust-remote-code", action="store_true", help="allow a checkpoint's own model code to run")
     cm.add_argument("--allow-pickle", action="store_true", help="allow pickle weights (pytorch_model.bin)")
+
+    cv = sub.add_parser("coverage", help="check every tiny architecture under greedy/beam/sample; print a table")
+    cv.add_argument("arch", nargs="*", metavar="ARCH", help="tiny architectures (default: all of the zoo)")
+    cv.add_argument("--markdown", action="store_true", help="print the table as markdown")
+    cv.add_argument("--threads", type=int, metavar="N", help="torch CPU threads")
     return p
 
 
@@ -119,6 +130,7 @@ def _check(args: argparse.Namespace) -> int:
         trust_remote_code=args.trust_remote_code,
         allow_pickle=args.allow_pickle,
         progress=progress,
+        streaming=args.streaming,
     )
     if progress:
         sys.stderr.write("\r\033[K")
@@ -231,7 +243,21 @@ def _progress(*, quiet: bool):  # noqa: ANN202 - a callable or None
     return progress
 
 
+def _coverage(args: argparse.Namespace) -> int:
+    from . import testing
+    from .coverage import render_markdown, render_text, run_coverage
+
+    unknown = [a for a in args.arch if a not in testing.RECIPES and a not in testing.UNAVAILABLE]
+    if unknown:
+        sys.stderr.write(f"ppinvariants: error: unknown tiny architecture(s) {', '.join(unknown)}\n")
+        return EXIT_USAGE
+    cov = run_coverage(args.arch or None)
+    print(render_markdown(cov) if args.markdown else render_text(cov))
+    return cov.exit_code
+
+
 _COMMANDS = {"check": _check, "selftest": _selftest, "explain": _explain, "snapshot": _snapshot, "compare": _compare}
+_COMMANDS["coverage"] = _coverage
 
 
 def _quiet_transformers() -> None:

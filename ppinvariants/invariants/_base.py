@@ -70,6 +70,25 @@ def generated_context(record: GenerationRecord, row: int, step: int, width: int 
     return prefix + " ".join(parts) + suffix
 
 
+def step_summary(record: GenerationRecord, row: int, step: int, k: int = 3) -> str:
+    """``; top: 'a' 0.41, 'b' 0.20, 'c' 0.10; entropy 2.31`` for the step distribution behind ``row``, as explain shows it."""
+    from ..capture import NOT_KEPT, log_probs, score_rows
+
+    if record.scores is None or record.scores is NOT_KEPT or step >= record.scores.shape[1] or step >= record.steps:
+        return ""
+    src = int(score_rows(record)[row, step])
+    if src < 0:
+        return ""
+    lp = log_probs(record.scores[src, step])
+    p = lp.exp()
+    if not bool(torch.isfinite(p).all()):
+        return "; top: (not a distribution)"
+    entropy = float(torch.where(p > 0, -p * lp, torch.zeros_like(p)).sum())
+    top_p, top_i = p.topk(min(k, p.shape[-1]))
+    top = ", ".join(f"{record.token_text(int(i))!r} {float(q):.2f}" for q, i in zip(top_p, top_i, strict=True))
+    return f"; top: {top}; entropy {entropy:.2f}"
+
+
 def input_context(record: GenerationRecord, row: int, pos: int, width: int = 3) -> str:
     ids = record.input_ids[row].tolist()
     lo, hi = max(0, pos - width), min(len(ids), pos + 2)
@@ -127,7 +146,7 @@ def make(
     if row is not None and on_input and input_pos is not None:
         context = input_context(record, row, input_pos)
     elif row is not None and step is not None and not on_input and not beam_row:
-        context = generated_context(record, row, step)
+        context = generated_context(record, row, step) + step_summary(record, row, step)
     return Violation(
         invariant=name,
         message=message,
