@@ -108,6 +108,12 @@ def _altered_transition_scores(rec: GenerationRecord) -> None:
     rec.transition_scores[0, 1] += 0.5
 
 
+def _suffix_without_eos(rec: GenerationRecord) -> None:
+    import dataclasses
+
+    rec.conventions = dataclasses.replace(rec.conventions, input_suffix=())
+
+
 def _pad_inserted_before_eos(rec: GenerationRecord) -> None:
     row, step = _finished_row(rec)
     rec.sequences[row, step + 1] = rec.conventions.pad_token_id  # eos replaced by pad
@@ -132,6 +138,7 @@ BREAKS: list[tuple[str, str, Callable[[GenerationRecord], None], str]] = [
     ("chosen_logprob_gather_matches_indexing", "greedy", _shifted_scores, "differs from transformers'"),
     ("chosen_logprob_gather_matches_indexing", "beam", _altered_transition_scores, "differs from transformers'"),
     ("greedy_tokens_are_argmax", "greedy", _shifted_scores, "is not the argmax"),
+    ("tokenizer_ends_inputs_with_eos", "greedy", _suffix_without_eos, "does not close inputs with the model's eos"),
     ("padding_mask_matches_eos", "greedy", _token_after_eos, "masked-out position is not pad"),
     (
         "padding_mask_matches_eos",
