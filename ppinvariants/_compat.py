@@ -5,7 +5,9 @@ Everything else in the package calls these helpers instead of testing versions i
 
 from __future__ import annotations
 
+import contextlib
 import inspect
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -119,3 +121,29 @@ def generation_default(name: str) -> Any:
             pass
     default = getattr(transformers.GenerationConfig(), name, None)
     return default if default is not None else _GENERATION_DEFAULTS.get(name)
+
+
+@contextlib.contextmanager
+def processor_runs_last(model: Any, processor: Any, on_build: Any = None) -> Iterator[None]:
+    """While inside, ``generate()`` runs ``processor`` after every other logits processor and warper.
+
+    transformers merges user ``logits_processor`` entries *before* the sampling warpers and the
+    final normalisation (``_get_logits_processor``, 4.40 to 5.x); a monitor must see the scores
+    generate() decides on, so it is moved to the end of the list generate() builds.
+    ``on_build(generation_config)`` is called each time the list is built.
+    """
+    from transformers import LogitsProcessorList
+
+    original = model._get_logits_processor
+
+    def last(*args: Any, **kwargs: Any) -> Any:
+        if on_build is not None:
+            on_build(kwargs.get("generation_config", args[0] if args else None))
+        processors = original(*args, **kwargs)
+        return LogitsProcessorList([p for p in processors if p is not processor] + [processor])
+
+    model._get_logits_processor = last
+    try:
+        yield
+    finally:
+        model.__dict__.pop("_get_logits_processor", None)

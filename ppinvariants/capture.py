@@ -14,7 +14,7 @@ import torch
 
 from . import _compat
 from .conventions import Conventions
-from .errors import UsageError
+from .errors import NotApplicable, UsageError
 
 
 @dataclass(frozen=True)
@@ -97,6 +97,39 @@ DEFAULT_TEXTS: tuple[str, ...] = (
 )
 
 
+class StepsNotKept:
+    """Stands in for ``GenerationRecord.scores`` / ``.logits`` when streaming mode kept no step tensors.
+
+    Any use (attribute, indexing, arithmetic, a ``torch`` function) raises :class:`NotApplicable`, so
+    every invariant that reads stacked step tensors skips with :data:`STEPS_NOT_KEPT_REASON` instead
+    of each one testing for it; ``is NOT_KEPT`` tells it apart from "never returned" (None).
+    """
+
+    def _refuse(self, *_args: Any, **_kwargs: Any) -> Any:
+        raise NotApplicable(STEPS_NOT_KEPT_REASON)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):  # copy/pickle/dataclass probes must see a plain object
+            raise AttributeError(name)
+        self._refuse()
+
+    @classmethod
+    def __torch_function__(cls, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        raise NotApplicable(STEPS_NOT_KEPT_REASON)
+
+    __getitem__ = __len__ = __iter__ = __float__ = __neg__ = _refuse
+    __add__ = __radd__ = __sub__ = __rsub__ = __mul__ = __rmul__ = __truediv__ = __rtruediv__ = _refuse
+    __lt__ = __le__ = __gt__ = __ge__ = _refuse
+
+    def __repr__(self) -> str:
+        return "<step tensors not kept (streaming mode)>"
+
+
+STEPS_NOT_KEPT_REASON = "streaming mode: step scores not kept"
+#: The one :class:`StepsNotKept` instance: ``record.scores is NOT_KEPT`` in streaming mode.
+NOT_KEPT = StepsNotKept()
+
+
 @dataclass
 class GenerationRecord:
     """Everything one ``generate()`` call produced, plus what is needed to judge it.
@@ -127,6 +160,8 @@ class GenerationRecord:
     truncated: list[int] = field(default_factory=list)
     tokenizer: Any = field(default=None, repr=False, compare=False)
     evidence: Any = field(default=None, repr=False)  # ppinvariants.evidence.Evidence, when collected
+    # Streaming mode: chosen-token log-probs [rows, steps] accumulated during generation (scores is NOT_KEPT).
+    streamed_chosen: torch.Tensor | None = field(default=None, repr=False)
 
     # -- shape facts -------------------------------------------------------------------------
     @property
@@ -235,8 +270,11 @@ def chosen_logprobs(record: GenerationRecord, scores: torch.Tensor | None = None
     """Log-prob of each generated token, ``[rows, steps]``, by one gather over :func:`step_logprobs`.
 
     Positions whose score row is ``-1`` (after a beam hypothesis ended) read row 0 and must be
-    masked out by the caller with :func:`finished_mask`.
+    masked out by the caller with :func:`finished_mask`. A streaming-mode record (no step scores
+    kept) returns the log-probs its monitor accumulated during generation.
     """
+    if scores is None and record.scores is NOT_KEPT and record.streamed_chosen is not None:
+        return record.streamed_chosen
     lp = step_logprobs(record, scores)
     rows = score_rows(record).clamp(min=0)
     per_step = lp.gather(0, rows.unsqueeze(-1).expand(-1, -1, lp.shape[-1]))  # [rows, steps, V]
@@ -284,12 +322,23 @@ def _max_positions(tokenizer: Any, model: Any) -> int:
     return min(values) if values else 512
 
 
-def capture(target: Any, texts: list[str], decoding: Decoding, *, evidence: bool = True) -> GenerationRecord:
+def capture(
+    target: Any,
+    texts: list[str],
+    decoding: Decoding,
+    *,
+    evidence: bool = True,
+    keep_scores: bool = True,
+    logits_processor: Any = None,
+) -> GenerationRecord:
     """Run ``target.model.generate()`` on ``texts`` under ``decoding`` and return the record.
 
     With ``evidence`` (the default) the model is also re-run as the consistency invariants need
     (teacher forcing, each input alone, a permuted batch, a second run, gradients); see
     :mod:`ppinvariants.evidence`. Without it those invariants skip.
+    Without ``keep_scores`` generate() is not asked for step scores or logits (it would keep them
+    all): ``scores`` and ``logits`` are :data:`NOT_KEPT` and ``transition_scores`` None; see
+    :mod:`ppinvariants.streaming`. ``logits_processor`` is passed to generate() as given.
     """
     decoding.validate()
     model, tokenizer = target.model, target.tokenizer
@@ -298,22 +347,25 @@ def capture(target: Any, texts: list[str], decoding: Decoding, *, evidence: bool
     gen_config = copy.deepcopy(model.generation_config)
     gen_config.update(**decoding.generate_kwargs())
     gen_config.return_dict_in_generate = True
-    gen_config.output_scores = True
+    gen_config.output_scores = keep_scores
     if _compat.has_output_logits():
-        gen_config.output_logits = True
+        gen_config.output_logits = keep_scores
+    extra = {} if logits_processor is None else {"logits_processor": logits_processor}
     torch.manual_seed(decoding.seed)
     with torch.no_grad():
-        out = model.generate(**batch, generation_config=gen_config)
+        out = model.generate(**batch, generation_config=gen_config, **extra)
     sequences = out.sequences.detach().cpu()
     beam_indices = getattr(out, "beam_indices", None)
     beam_indices = None if beam_indices is None else beam_indices.detach()
     # transformers' own reading of the chosen-token log-probs, kept to hold ours against:
     # beam scores are log-probs already; greedy/sampling scores are logits to normalise.
     is_beam = decoding.num_beams > 1 and not decoding.do_sample
-    transition = _compat.compute_transition_scores(
-        model, out.sequences, out.scores, beam_indices if is_beam else None, normalize_logits=not is_beam
-    )
-    transition = None if transition is None else transition.detach().float().cpu()
+    transition = None
+    if keep_scores:
+        transition = _compat.compute_transition_scores(
+            model, out.sequences, out.scores, beam_indices if is_beam else None, normalize_logits=not is_beam
+        )
+        transition = None if transition is None else transition.detach().float().cpu()
     seq_scores = getattr(out, "sequences_scores", None)
     effective = _compat.resolve_lengths(gen_config.to_dict())
     record = GenerationRecord(
@@ -323,8 +375,8 @@ def capture(target: Any, texts: list[str], decoding: Decoding, *, evidence: bool
         input_ids=batch["input_ids"].cpu(),
         attention_mask=batch["attention_mask"].cpu(),
         sequences=sequences,
-        scores=stack_steps(out.scores),
-        logits=stack_steps(getattr(out, "logits", None)),
+        scores=stack_steps(out.scores) if keep_scores else NOT_KEPT,
+        logits=stack_steps(getattr(out, "logits", None)) if keep_scores else NOT_KEPT,
         beam_indices=None if beam_indices is None else beam_indices.cpu(),
         sequences_scores=None if seq_scores is None else seq_scores.detach().float().cpu(),
         transition_scores=transition,

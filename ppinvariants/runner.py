@@ -20,17 +20,29 @@ def check_loaded(
     decodings: Iterable[Decoding] = DEFAULT_DECODINGS,
     invariants: Iterable[Invariant] | None = None,
     progress: Progress | None = None,
+    streaming: bool | None = None,
 ) -> TargetReport:
-    """Run every decoding on ``target`` and every invariant on each record."""
+    """Run every decoding on ``target`` and every invariant on each record.
+
+    ``streaming``: judge the per-step invariants inside generate() and keep no step tensors (see
+    :mod:`ppinvariants.streaming`); None chooses it per decoding when the projected stacked size
+    exceeds ``streaming.AUTO_THRESHOLD_BYTES``.
+    """
+    from . import streaming as _streaming  # imports the invariants registry: not at module import time
+
     conventions = target.conventions.to_dict()
     conventions["describe"] = target.conventions.describe()
     tr = TargetReport(target=target.spec, conventions=conventions)
     invs = list(invariants) if invariants is not None else None
     for decoding in decodings:
+        stream = _streaming.should_stream(target, texts, decoding) if streaming is None else streaming
         if progress:
-            progress(f"{target.spec} / {decoding.name}")
+            progress(f"{target.spec} / {decoding.name}{' (streaming)' if stream else ''}")
         try:
-            record = capture(target, list(texts), decoding)
+            if stream:
+                record, results = _streaming.run_streaming(target, list(texts), decoding, invs)
+            else:
+                record, results = capture(target, list(texts), decoding), None
         except PPIError:
             raise
         except Exception as e:  # noqa: BLE001 - a crash in generate() is a finding, not a crash of ours
@@ -52,7 +64,7 @@ def check_loaded(
                     reason=f"inputs {record.truncated} were truncated to the model's positions",
                 )
             )
-        tr.results.extend(run_invariants(record, invs))
+        tr.results.extend(results if results is not None else run_invariants(record, invs))
     return tr.finalize()
 
 
@@ -67,6 +79,7 @@ def check(
     trust_remote_code: bool = False,
     allow_pickle: bool = False,
     progress: Progress | None = None,
+    streaming: bool | None = None,
 ) -> Report:
     """Load and check each target; a target that cannot be loaded gets status ``error``."""
     decodings = list(decodings)
@@ -82,7 +95,14 @@ def check(
             )
             report.environment["device"] = str(target.device)
             report.targets.append(
-                check_loaded(target, texts=texts, decodings=decodings, invariants=invariants, progress=progress)
+                check_loaded(
+                    target,
+                    texts=texts,
+                    decodings=decodings,
+                    invariants=invariants,
+                    progress=progress,
+                    streaming=streaming,
+                )
             )
         except PPIError as e:
             report.targets.append(TargetReport(target=spec, error=str(e)).finalize())

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..capture import GenerationRecord
+from ..capture import NOT_KEPT, GenerationRecord
 from ..report import Violation
 from ._base import invariant, make
 
@@ -35,7 +35,7 @@ def scores_match_generation_shape(record: GenerationRecord) -> list[Violation]:
     score_rows = batch * (d.num_beams if record.is_beam else d.num_return_sequences)
     want = (score_rows, record.steps, record.output_width)
     for label, tensor in (("scores", record.scores), ("logits", record.logits)):
-        if tensor is None:
+        if tensor is None or tensor is NOT_KEPT:  # streaming mode: no step tensors to measure
             continue
         shape = tuple(tensor.shape)
         # Beam search can run steps past its longest returned hypothesis (sequences are cut to that).

@@ -1,0 +1,206 @@
+"""Overhead and memory of ppinvariants' checks against bare ``generate()``, measured in one run.
+
+(a) bare ``generate(output_scores=True)`` vs generate + capture + every record-level check (no
+    re-runs), for a random BART-base (``BartConfig()`` defaults) and a wide-vocabulary Pegasus-like
+    model, at 1 and 2 torch threads; (b) the full default check of one decoding (with its evidence
+    re-runs) vs bare generate; (c) peak RSS over bare generate (no scores) of record vs streaming
+    mode at batch 64 x 64 steps, each mode in a fresh subprocess; (d) a per-element Python loop
+    reading chosen-token log-probs vs the vectorized gather check.
+
+Usage: ``python benchmarks/bench.py [--quick]``. Models are random (built offline from configs);
+``min_length`` above ``max_new_tokens`` bans eos, so every run generates exactly the same length.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+import torch
+import transformers
+
+from ppinvariants.capture import DEFAULT_TEXTS, Decoding, capture, chosen_logprobs, generated_tokens, step_logprobs
+from ppinvariants.invariants import REGISTRY, run_invariants
+from ppinvariants.runner import check_loaded
+from ppinvariants.targets import _finish, load_target
+
+warnings.filterwarnings("ignore")
+transformers.logging.set_verbosity_error()
+
+
+def build(kind: str) -> Any:
+    """A random model as a ppinvariants Target, with the tiny zoo's tokenizer of the same family."""
+    torch.manual_seed(0)
+    if kind == "bart-base":
+        config, tok_from = transformers.BartConfig(), "tiny:bart"  # vocab 50265, d_model 768, 6+6 layers
+        model = transformers.BartForConditionalGeneration(config)
+    else:  # Pegasus vocabulary (96103) with smaller layers, to stay runnable on a 2-core CPU
+        config = transformers.PegasusConfig(
+            vocab_size=96103,
+            d_model=256,
+            encoder_layers=2,
+            decoder_layers=2,
+            encoder_attention_heads=4,
+            decoder_attention_heads=4,
+            encoder_ffn_dim=1024,
+            decoder_ffn_dim=1024,
+            pad_token_id=0,
+            eos_token_id=1,
+            decoder_start_token_id=0,
+        )
+        tok_from = "tiny:pegasus"
+        model = transformers.PegasusForConditionalGeneration(config)
+    tokenizer = load_target(tok_from).tokenizer
+    return _finish(kind, model, tokenizer, torch.device("cpu"), torch.float32)
+
+
+def fixed(steps: int) -> Decoding:
+    """Greedy decoding of exactly ``steps`` tokens (eos banned throughout)."""
+    return Decoding("greedy", max_new_tokens=steps, min_length=steps + 2)
+
+
+def texts(n: int) -> list[str]:
+    return [DEFAULT_TEXTS[i % len(DEFAULT_TEXTS)] for i in range(n)]
+
+
+def bare(target: Any, batch_texts: list[str], decoding: Decoding, scores: bool = True) -> None:
+    enc = target.tokenizer(batch_texts, return_tensors="pt", padding=True)
+    with torch.no_grad():
+        target.model.generate(**enc, **decoding.generate_kwargs(), output_scores=scores, return_dict_in_generate=True)
+
+
+def median_time(fn: Callable[[], Any], reps: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def record_checks(target: Any, batch_texts: list[str], decoding: Decoding) -> None:
+    record = capture(target, batch_texts, decoding, evidence=False)
+    run_invariants(record)
+
+
+def naive_vs_vectorized(record: Any, reps: int) -> tuple[float, float]:
+    """Seconds for a notebook-style per-element loop vs the vectorized gather/indexing comparison."""
+
+    def naive() -> None:
+        lp = step_logprobs(record)
+        toks = generated_tokens(record)
+        gathered = chosen_logprobs(record)
+        for r in range(toks.shape[0]):
+            for t in range(toks.shape[1]):
+                assert abs(float(lp[r, t, int(toks[r, t])]) - float(gathered[r, t])) <= 1e-4
+
+    def vectorized() -> None:
+        REGISTRY["chosen_logprob_gather_matches_indexing"].check(record)
+
+    return median_time(naive, reps), median_time(vectorized, reps)
+
+
+def memory_child(mode: str, kind: str, rows: int, steps: int) -> None:
+    """In a fresh process: run one mode and print the peak RSS (MiB) before and after it."""
+    torch.set_num_threads(2)
+    target = build(kind)
+    batch_texts, decoding = texts(rows), fixed(steps)
+    bare(target, batch_texts[:2], fixed(2), scores=False)  # allocator and kernels warm, as in every mode
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if mode == "bare":
+        bare(target, batch_texts, decoding, scores=False)
+    elif mode == "record":
+        record_checks(target, batch_texts, decoding)
+    else:
+        from ppinvariants.streaming import run_streaming
+
+        run_streaming(target, batch_texts, decoding)
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"mode": mode, "before": before, "peak": after}))
+
+
+def memory(kind: str, rows: int, steps: int) -> dict[str, float]:
+    out = {}
+    for mode in ("bare", "record", "streaming"):
+        cmd = [sys.executable, __file__, "--_memory", mode, kind, str(rows), str(steps)]
+        line = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
+        out[mode] = json.loads(line)["peak"]
+    return out
+
+
+def environment() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return (
+        f"machine: {cpu}, {torch.get_num_threads()} torch threads available; python {platform.python_version()}, "
+        f"torch {torch.__version__}, transformers {transformers.__version__}"
+    )
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true", help="small workloads, fewer repetitions")
+    p.add_argument("--_memory", nargs=4, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args._memory:
+        mode, kind, rows, steps = args._memory
+        memory_child(mode, kind, int(rows), int(steps))
+        return
+    # 2 shared cores: (a)/(b) run at batch 4 x 16 (not the default 8 x 8-text, 24-token workload) to fit ~10 min
+    reps = 3
+    batch, steps = (4, 8) if args.quick else (4, 16)
+    mem_rows, mem_steps = (16, 16) if args.quick else (64, 64)
+    print(environment())
+    print(f"workload (a)(b): greedy, batch {batch} x {steps} new tokens; medians of {reps} runs\n")
+    table = []
+    targets = {kind: build(kind) for kind in ("bart-base", "pegasus-96k")}
+    for kind, target in targets.items():
+        bt, dec = texts(batch), fixed(steps)
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            t_bare = median_time(partial(bare, target, bt, dec), reps)
+            t_rec = median_time(partial(record_checks, target, bt, dec), reps)
+            ratio = t_rec / t_bare
+            print(f"(a) {kind} {threads} thr: bare {t_bare:.3f}s, +capture+checks {t_rec:.3f}s, ratio {ratio:.3f}")
+            table.append((f"(a) capture + record checks / bare generate, {kind}, {threads} thr", ratio, "<= 1.05"))
+        torch.set_num_threads(2)
+        t_bare = median_time(partial(bare, target, bt, dec), reps)
+        t_full = median_time(partial(check_loaded, target, texts=bt, decodings=[dec], streaming=False), 1)
+        print(f"(b) {kind}: full check (evidence re-runs) {t_full:.3f}s, ratio {t_full / t_bare:.2f}")
+        table.append((f"(b) full default check / bare generate, {kind}", t_full / t_bare, "<= 3"))
+        record = capture(target, bt, dec, evidence=False)
+        t_naive, t_vec = naive_vs_vectorized(record, reps)
+        print(f"(d) {kind}: naive loop {t_naive * 1e3:.1f} ms, vectorized {t_vec * 1e3:.1f} ms")
+        table.append((f"(d) naive Python loop / vectorized gather check, {kind}", t_naive / t_vec, "speed-up"))
+    del targets
+    mem = memory("bart-base", mem_rows, mem_steps)
+    rec_extra, stream_extra = mem["record"] - mem["bare"], mem["streaming"] - mem["bare"]
+    print(
+        f"(c) bart-base batch {mem_rows} x {mem_steps}: peak RSS bare {mem['bare']:.0f} MiB, "
+        f"record {mem['record']:.0f} MiB (+{rec_extra:.0f}), streaming {mem['streaming']:.0f} MiB (+{stream_extra:.0f})"
+    )
+    table.append(
+        (f"(c) streaming extra / record extra peak RSS, {mem_rows}x{mem_steps}", stream_extra / rec_extra, "<= 0.10")
+    )
+    print("\n| measurement | value | target |\n|---|---|---|")
+    for name, value, target in table:
+        print(f"| {name} | {value:.3f} | {target} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,507 @@
+"""Streaming mode: the per-step invariants judged inside ``generate()``, in memory O(rows x V).
+
+A :class:`StreamingMonitor` is passed to ``generate(logits_processor=...)`` and moved behind every
+built-in processor and sampling warper (transformers 5.x merges custom processors *before* the
+warpers and ``LogitNormalization``: ``generation/utils.py`` ``_get_logits_processor``), so each call
+sees exactly the tensor ``output_scores`` would have kept for that step. A forward hook on the model
+sees the raw logits of the step. ``generate()`` is not asked for ``output_scores``/``output_logits``:
+no step tensor outlives its step. What is kept across steps:
+
+* the previous step's log-softmax (and, in greedy search, its scores) until the next call reads
+  the chosen token as ``input_ids[:, -1]``; the last step's tokens come from the returned sequences;
+* in beam search, per beam row and step, the top ``beams_to_keep`` log-probs and their ids: every
+  token beam search can select at a step is among them (it ranks ``log-prob + beam score``, constant
+  within a row); the returned hypotheses read theirs through ``beam_indices``;
+* per row and step a few scalars (chosen log-prob, chosen score, best score and id);
+* per check the first :data:`~ppinvariants.invariants._base.MAX_KEPT` violations in the order the
+  record-based checks report them (row, step, token), and the total count.
+
+The results carry the same invariant names, statuses and violations (messages included) as the
+record-based checks on the same generation. Two deliberate differences: history-dependent
+processors (no-repeat n-grams, multi-token bad words) are judged on *every* beam row, since each
+row's history is ``input_ids`` here (the record knows only the returned hypotheses' histories), and
+faults that post-process generate()'s *output* are invisible here (the live scores are judged).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from transformers import LogitsProcessor, LogitsProcessorList
+
+from . import _compat
+from .capture import GenerationRecord, capture, finished_mask, generated_tokens, score_rows
+from .errors import NotApplicable
+from .invariants import ALL, run_invariants
+from .invariants._base import MAX_KEPT, REGISTRY, Invariant, Violations, make, merge
+from .invariants.processors import _history_processors_active, required_neg_inf
+from .report import Result
+
+#: Projected size of the stacked step tensors (``rows x max_new_tokens x V x 4 bytes x 2``, scores and
+#: logits) above which ``check_loaded(streaming=None)`` switches to streaming mode.
+AUTO_THRESHOLD_BYTES = 512 * 2**20
+
+#: Judged by the monitor during generation.
+STREAMED: tuple[str, ...] = (
+    "scores_have_no_nan_or_posinf",
+    "softmax_rows_sum_to_one",
+    "step_entropy_within_bounds",
+    "neg_inf_only_where_processors_explain",
+    "processor_masks_applied",
+    "greedy_tokens_are_argmax",
+)
+#: Judged by the record-based functions themselves on the scoreless record: they read the returned
+#: sequences and (``padding_mask_matches_eos``) the chosen-token log-probs the monitor accumulated.
+FROM_RECORD: tuple[str, ...] = ("no_eos_before_min_length", "padding_mask_matches_eos")
+STREAMING_INVARIANTS: tuple[str, ...] = STREAMED + FROM_RECORD
+
+
+def score_rows_of(decoding: Any, batch: int) -> int:
+    """Rows of each step's score tensor: ``batch * num_beams`` with beams, else ``batch * num_return_sequences``."""
+    return batch * max(decoding.num_beams, decoding.num_return_sequences)
+
+
+def projected_step_bytes(rows: int, max_new_tokens: int, vocab: int) -> int:
+    """Bytes the stacked float32 scores and logits of a record would take: ``rows x steps x V x 4 x 2``."""
+    return rows * max_new_tokens * vocab * 4 * 2
+
+
+def should_stream(target: Any, texts: Sequence[str], decoding: Any) -> bool:
+    """True when the projected stacked size exceeds :data:`AUTO_THRESHOLD_BYTES` (read at call time)."""
+    vocab = int(target.model.get_output_embeddings().weight.shape[0])
+    size = projected_step_bytes(score_rows_of(decoding, len(texts)), decoding.max_new_tokens, vocab)
+    return size > AUTO_THRESHOLD_BYTES
+
+
+# ------------------------------------------------------------------------------ kept violations
+
+
+class _Kept:
+    """The first :data:`MAX_KEPT` violation positions in row-major ``(row, step[, token])`` order, seen step by step.
+
+    ``pos`` is ``[n, width]`` (long), ``vals`` ``[n, m]`` (float64, exact for float32 values and ids).
+    The smallest MAX_KEPT of a union are among the smallest MAX_KEPT of each part, and a step's
+    ``nonzero()`` comes sorted, so each step adds at most MAX_KEPT rows before a merge-sort.
+    """
+
+    def __init__(self, width: int, nvals: int) -> None:
+        self.pos = torch.empty(0, width, dtype=torch.long)
+        self.vals = torch.empty(0, nvals, dtype=torch.float64)
+        self.total = 0
+
+    def add(self, pos: torch.Tensor, vals: torch.Tensor) -> None:
+        n = int(pos.shape[0])
+        if n == 0:
+            return
+        self.total += n
+        pos = torch.cat([self.pos, pos[:MAX_KEPT].long().cpu()])
+        vals = torch.cat([self.vals, vals[:MAX_KEPT].double().cpu().reshape(min(n, MAX_KEPT), -1)])
+        order = torch.arange(pos.shape[0])
+        for c in reversed(range(pos.shape[1])):  # stable sorts, last key first: lexicographic order
+            order = order[torch.sort(pos[order, c], stable=True).indices]
+        self.pos, self.vals = pos[order][:MAX_KEPT], vals[order][:MAX_KEPT]
+
+    def build(self, fn: Any) -> Violations:
+        out = Violations()
+        out.total = self.total
+        for p, v in zip(self.pos.tolist(), self.vals.tolist(), strict=True):
+            out.append(fn(tuple(p), v))
+        return out
+
+
+def _with_step(pos: torch.Tensor, step: int) -> torch.Tensor:
+    """``[n, 2]`` (row, token) positions of one step as ``[n, 3]`` (row, step, token)."""
+    return torch.stack([pos[:, 0], torch.full_like(pos[:, 0], step), pos[:, 1]], dim=1)
+
+
+def history_banned(ids: torch.Tensor, gc: dict[str, Any], vocab: int) -> torch.Tensor:
+    """``[rows, V]``: tokens no-repeat n-grams and multi-token bad words ban after each row's ``ids``.
+
+    The step-wise form of :func:`ppinvariants.invariants.processors.history_neg_inf` (same rules,
+    step ``t`` decided on ``cur_len = t + 1`` tokens), vectorized over rows and n-grams.
+    """
+    rows, length = ids.shape
+    banned = torch.zeros(rows, vocab, dtype=torch.bool, device=ids.device)
+    n = gc.get("no_repeat_ngram_size") or 0
+    if n == 1:
+        banned.scatter_(1, ids, True)
+    elif n and length >= n:
+        grams = ids.unfold(1, n, 1)  # [rows, J, n]: every n-gram of the history
+        tail = ids[:, length - n + 1 :]  # the n-1 tokens a new n-gram would start with
+        match = (grams[:, :, : n - 1] == tail[:, None, :]).all(dim=-1)
+        hits = torch.zeros(rows, vocab, dtype=torch.int32, device=ids.device)
+        hits.scatter_add_(1, grams[:, :, n - 1], match.int())
+        banned |= hits > 0
+    for word in gc.get("bad_words_ids") or []:
+        k = len(word) - 1
+        if k < 1 or length < k:
+            continue
+        prefix = torch.tensor(word[:-1], device=ids.device)
+        banned[:, word[-1]] |= (ids[:, length - k :] == prefix).all(dim=-1)
+    return banned
+
+
+@dataclass
+class _Shape:
+    """What :func:`required_neg_inf` and the record's properties read, without step tensors (``scores`` on ``meta``)."""
+
+    generation_config: dict[str, Any]
+    scores: torch.Tensor
+    conventions: Any
+    dtype: str
+
+    max_length = GenerationRecord.max_length
+    tolerance = GenerationRecord.tolerance
+
+
+# ------------------------------------------------------------------------------ the monitor
+
+
+class StreamingMonitor(LogitsProcessor):
+    """A pass-through logits processor that judges each step's processed scores as it goes by.
+
+    Call :meth:`attached` around ``generate()``, then :meth:`finish` with the record built from
+    generate()'s output. Memory: O(rows x V) for the previous step, O(rows x steps x beams) scalars.
+    """
+
+    def __init__(
+        self, generation_config: dict[str, Any], conventions: Any, decoding: Any, dtype: str = "float32"
+    ) -> None:
+        self.gc = generation_config
+        self.conventions = conventions
+        self.decoding = decoding
+        self.is_beam = decoding.num_beams > 1 and not decoding.do_sample
+        self.rows_match = decoding.num_beams == 1  # score rows are the returned rows
+        self.dtype = dtype
+        self.step = 0
+        self.forward_step = 0
+        self.vocab: int | None = None
+        self.required: torch.Tensor | None = None  # [max steps, V] bool, history-independent bans
+        self.history = False
+        self.tolerance = 1e-4
+        self.kept = {
+            "nan": _Kept(3, 1),
+            "raw": _Kept(3, 1),
+            "sum": _Kept(2, 1),
+            "entropy": _Kept(2, 1),
+            "neg_inf": _Kept(3, 0),
+            "required": _Kept(3, 1),
+            "history": _Kept(3, 1),
+        }
+        # previous step, until the next call reveals the chosen tokens (greedy search, sampling)
+        self.prev_lp: torch.Tensor | None = None
+        self.prev_scores: torch.Tensor | None = None
+        # per step: [rows] chosen log-prob / chosen score / best score / best id; beam: top-k per beam row
+        self.chosen_lp: list[torch.Tensor] = []
+        self.chosen_score: list[torch.Tensor] = []
+        self.best: list[torch.Tensor] = []
+        self.best_id: list[torch.Tensor] = []
+        self.top_vals: list[torch.Tensor] = []
+        self.top_ids: list[torch.Tensor] = []
+        self.generate_asked_for_scores: bool | None = None
+
+    # -- inside generate() ------------------------------------------------------------------
+    def _setup(self, vocab: int) -> None:
+        self.vocab = vocab
+        steps = max(1, GenerationRecord.max_length.fget(self._shape(1)) - 1)
+        shape = self._shape(steps)
+        self.tolerance = shape.tolerance
+        self.required = required_neg_inf(shape)[0].clone()  # [steps, V]: the same rules as the record's
+        self.history = _history_processors_active(shape)
+
+    def _shape(self, steps: int) -> _Shape:
+        meta = torch.empty(1, steps, self.vocab or 1, device="meta")
+        return _Shape(self.gc, meta, self.conventions, self.dtype)
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        with torch.no_grad():
+            self._observe(input_ids, scores.detach())
+        return scores
+
+    def _observe(self, input_ids: torch.Tensor, s: torch.Tensor) -> None:
+        if self.vocab is None:
+            self._setup(int(s.shape[-1]))
+        t, tol = self.step, self.tolerance
+        s = s.float()
+        if self.prev_lp is not None and self.rows_match:
+            self._settle(input_ids[:, -1])
+        bad = (torch.isnan(s) | torch.isposinf(s)).nonzero()
+        self.kept["nan"].add(_with_step(bad, t), s[bad[:, 0], bad[:, 1]])
+        lp = torch.log_softmax(s, dim=-1)
+        p = lp.exp()
+        sums = p.sum(dim=-1)
+        bad = (~((sums - 1).abs() <= tol)).nonzero().flatten()  # NaN compares False: caught
+        self.kept["sum"].add(torch.stack([bad, torch.full_like(bad, t)], 1), sums[bad])
+        # 0 * log 0 is 0 by convention; NaN in lp stays NaN and is reported (as the record check does)
+        terms = torch.where(p > 0, -p * lp, torch.where(torch.isnan(lp), lp, torch.zeros_like(lp)))
+        h = terms.sum(dim=-1)
+        upper = math.log(s.shape[-1])
+        bad = (~((h >= -tol) & (h <= upper + tol))).nonzero().flatten()
+        self.kept["entropy"].add(torch.stack([bad, torch.full_like(bad, t)], 1), h[bad])
+        del p, terms
+        neg_inf = torch.isneginf(s)
+        req = self.required[t] if t < self.required.shape[0] else torch.zeros_like(self.required[0])
+        req = req.to(s.device)[None, :]
+        banned = history_banned(input_ids, self.gc, s.shape[-1]) if self.history else None
+        if not self.decoding.do_sample:
+            explained = req if banned is None else req | banned
+            bad = (neg_inf & ~explained).nonzero()
+            self.kept["neg_inf"].add(_with_step(bad, t), torch.empty(bad.shape[0], 0))
+        bad = (req & ~neg_inf).nonzero()
+        self.kept["required"].add(_with_step(bad, t), s[bad[:, 0], bad[:, 1]])
+        if banned is not None:
+            bad = (banned & ~neg_inf).nonzero()
+            self.kept["history"].add(_with_step(bad, t), s[bad[:, 0], bad[:, 1]])
+        if self.rows_match:
+            self.prev_lp = lp
+            if not self.decoding.do_sample:  # greedy: the argmax check reads the scores themselves
+                self.prev_scores = s
+                best, best_id = s.max(dim=-1)
+                self.best.append(best.cpu())
+                self.best_id.append(best_id.cpu())
+        elif self.is_beam:
+            k = min(max(2, 1 + len(self.conventions.eos_token_ids)) * self.decoding.num_beams, s.shape[-1])
+            top = s.topk(k, dim=-1)  # beam search's processed scores are its log-probs (as the record reads them)
+            self.top_vals.append(top.values.cpu())
+            self.top_ids.append(top.indices.cpu())
+        self.step += 1
+
+    def _settle(self, tokens: torch.Tensor) -> None:
+        """Read the previous step's chosen tokens: their log-prob (and, greedy, score)."""
+        tok = tokens.to(self.prev_lp.device).long()[:, None]
+        self.chosen_lp.append(self.prev_lp.gather(-1, tok).squeeze(-1).cpu())
+        if self.prev_scores is not None:
+            self.chosen_score.append(self.prev_scores.gather(-1, tok).squeeze(-1).cpu())
+        self.prev_lp = self.prev_scores = None
+
+    def _raw_logits_hook(self, _module: Any, _args: Any, output: Any) -> None:
+        logits = getattr(output, "logits", None)
+        if logits is None:
+            return
+        raw = logits[:, -1].detach()
+        bad = (~torch.isfinite(raw)).nonzero()
+        self.kept["raw"].add(_with_step(bad, self.forward_step), raw[bad[:, 0], bad[:, 1]].float())
+        self.forward_step += 1
+
+    @contextlib.contextmanager
+    def attached(self, model: Any) -> Iterator[LogitsProcessorList]:
+        """Hook the model for raw logits and keep this monitor last in generate()'s processor list.
+
+        Yields the list to pass as ``generate(logits_processor=...)``. transformers appends custom
+        processors before the sampling warpers and ``LogitNormalization``; the monitor is moved to
+        the end of the list generate() builds, so it sees the scores generate() decides on.
+        """
+
+        def on_build(gc: Any) -> None:
+            self.generate_asked_for_scores = bool(
+                getattr(gc, "output_scores", False) or getattr(gc, "output_logits", False)
+            )
+
+        handle = model.register_forward_hook(self._raw_logits_hook)
+        try:
+            with _compat.processor_runs_last(model, self, on_build=on_build):
+                yield LogitsProcessorList([self])
+        finally:
+            handle.remove()
+
+    def retained_bytes(self) -> dict[str, int]:
+        """Bytes held now: ``per_step`` (O(rows x V): the previous step) and ``scalars`` (O(rows x steps x beams))."""
+        per_step = sum(t.numel() * t.element_size() for t in (self.prev_lp, self.prev_scores) if t is not None)
+        lists = (self.chosen_lp, self.chosen_score, self.best, self.best_id, self.top_vals, self.top_ids)
+        scalars = sum(t.numel() * t.element_size() for seq in lists for t in seq)
+        return {"per_step": per_step, "scalars": scalars}
+
+    # -- after generate() ---------------------------------------------------------------------
+    def finish(self, record: GenerationRecord) -> dict[str, list[Any] | NotApplicable]:
+        """Violations per streamed invariant (or the NotApplicable it skips with), built on ``record``.
+
+        Sets ``record.streamed_chosen`` (chosen-token log-probs, ``[rows, steps]``) when they were streamed.
+        """
+        tokens = generated_tokens(record)
+        if self.rows_match and self.prev_lp is not None:  # the last step's tokens: the returned sequences
+            self._settle(tokens[:, len(self.chosen_lp)] if tokens.shape[1] > len(self.chosen_lp) else tokens[:, -1])
+        steps = tokens.shape[1]
+        if self.rows_match and self.chosen_lp:
+            record.streamed_chosen = torch.stack(self.chosen_lp, dim=1)[:, :steps]
+        elif self.is_beam and self.top_ids and record.beam_indices is not None:
+            record.streamed_chosen = self._beam_chosen(record, tokens)
+        out: dict[str, list[Any] | NotApplicable] = {}
+        k = self.kept
+
+        def at(name: str, what: str, expected: Any, score_row: bool = True, token: bool = True) -> Any:
+            def fn(p: tuple[int, ...], v: list[float]) -> Any:
+                return make(
+                    record,
+                    name,
+                    what,
+                    row=p[0],
+                    score_row=score_row,
+                    step=p[1],
+                    token_id=p[2] if token else None,
+                    expected=expected,
+                    found=v[0] if v else "-inf",
+                )
+
+            return fn
+
+        name = "scores_have_no_nan_or_posinf"
+        out[name] = merge(
+            k["nan"].build(at(name, "processed score is NaN or +inf", "finite or -inf")),
+            k["raw"].build(at(name, "raw logit is not finite", "finite")),
+        )
+        name = "softmax_rows_sum_to_one"
+        out[name] = k["sum"].build(
+            at(name, "softmax of the step scores does not sum to 1", f"1 +/- {self.tolerance:g}", token=False)
+        )
+        name = "step_entropy_within_bounds"
+        upper = math.log(self.vocab or 1)
+        out[name] = merge(
+            k["entropy"].build(at(name, "step entropy outside [0, log V]", f"0 <= H <= {upper:.4f}", token=False))
+        )
+        name = "neg_inf_only_where_processors_explain"
+        if self.decoding.do_sample:
+            out[name] = NotApplicable("sampling warpers mask data-dependent sets; not judged here")
+        else:
+            out[name] = k["neg_inf"].build(at(name, "-inf not explained by any logits processor in effect", "finite"))
+        name = "processor_masks_applied"
+        parts = [k["required"].build(at(name, "a configured processor should have set this score to -inf", "-inf"))]
+        if self.history:
+            what = "a history-dependent processor (no-repeat n-gram / bad words) should have banned this token"
+            parts.append(k["history"].build(at(name, what, "-inf")))
+        out[name] = merge(*parts)
+        out["greedy_tokens_are_argmax"] = self._greedy(record, tokens)
+        return out
+
+    def _greedy(self, record: GenerationRecord, tokens: torch.Tensor) -> list[Any] | NotApplicable:
+        """The record check's formula on the streamed per-step scalars: ``mask & (chosen < best)``."""
+        name = "greedy_tokens_are_argmax"
+        if not record.is_greedy:
+            return NotApplicable("only greedy search picks the argmax")
+        steps = tokens.shape[1]
+        chosen = torch.stack(self.chosen_score, dim=1)[:, :steps]
+        best = torch.stack(self.best, dim=1)[:, :steps]
+        best_id = torch.stack(self.best_id, dim=1)[:, :steps]
+        mask, _ = finished_mask(tokens, record.conventions.eos_token_ids)
+        wrong = (mask.bool() & (chosen < best)).nonzero()
+        out = Violations()
+        out.total = int(wrong.shape[0])
+        for p in wrong[:MAX_KEPT].tolist():
+            r, t = p
+            b, tok = int(best_id[r, t]), int(tokens[r, t])
+            out.append(
+                make(
+                    record,
+                    name,
+                    "greedy token is not the argmax of the processed scores",
+                    row=r,
+                    step=t,
+                    token_id=tok,
+                    expected=f"{b} {record.token_text(b)!r} (score {float(best[r, t]):.6g})",
+                    found=f"{tok} {record.token_text(tok)!r} (score {float(chosen[r, t]):.6g})",
+                )
+            )
+        return out
+
+    def _beam_chosen(self, record: GenerationRecord, tokens: torch.Tensor) -> torch.Tensor:
+        """Chosen-token log-probs of the returned hypotheses from the per-step top-k, ``[rows, steps]``.
+
+        A token missing from its row's top-k has a log-prob at most the k-th: ``-inf`` when that is
+        ``-inf`` (a tie among banned tokens), else beam search selected a token it could not have
+        ranked (NaN, which the log-prob checks then report).
+        """
+        steps = tokens.shape[1]
+        vals = torch.stack(self.top_vals)[:steps]  # [steps, beam rows, k]
+        ids = torch.stack(self.top_ids)[:steps]
+        src = score_rows(record)[:, :steps].clamp(min=0).long()  # [rows, steps]
+        t = torch.arange(steps)[None, :].expand_as(src)
+        cand_ids, cand_vals = ids[t, src], vals[t, src]  # [rows, steps, k]
+        hit = cand_ids == tokens[:, :, None]
+        found = cand_vals.gather(-1, hit.int().argmax(dim=-1, keepdim=True)).squeeze(-1)
+        kth_neg_inf = torch.isneginf(cand_vals[..., -1])
+        missing = torch.where(kth_neg_inf, torch.full_like(found, float("-inf")), torch.full_like(found, float("nan")))
+        return torch.where(hit.any(dim=-1), found, missing)
+
+
+# ------------------------------------------------------------------------------ entry points
+
+
+def effective_generation_config(target: Any, decoding: Any) -> dict[str, Any]:
+    """The effective generation config :func:`ppinvariants.capture.capture` records for ``decoding``."""
+    gen_config = copy.deepcopy(target.model.generation_config)
+    gen_config.update(**decoding.generate_kwargs())
+    return _compat.resolve_lengths(gen_config.to_dict())
+
+
+def stream_capture(
+    target: Any, texts: Sequence[str], decoding: Any
+) -> tuple[GenerationRecord, dict[str, list[Any] | NotApplicable], StreamingMonitor]:
+    """One ``generate()`` with the monitor attached and no step tensors kept.
+
+    Returns the scoreless record (``scores``/``logits`` are ``NOT_KEPT``, no evidence), the streamed
+    violations per invariant, and the monitor (for inspection).
+    """
+    decoding.validate()
+    monitor = StreamingMonitor(
+        effective_generation_config(target, decoding), target.conventions, decoding, target.dtype_name
+    )
+    with monitor.attached(target.model) as processors:
+        record = capture(target, list(texts), decoding, evidence=False, keep_scores=False, logits_processor=processors)
+    return record, monitor.finish(record), monitor
+
+
+def _results(record: GenerationRecord, streamed: dict[str, Any], names: Iterable[str]) -> list[Result]:
+    """Results of the streamed invariants through :func:`run_invariants` (same statuses, xfail matching, notes)."""
+
+    def stub(value: Any) -> Any:
+        def check(_record: GenerationRecord) -> Any:
+            if isinstance(value, NotApplicable):
+                raise value
+            return value
+
+        return check
+
+    invs = []
+    for n in names:
+        base = REGISTRY[n]
+        invs.append(Invariant(n, base.family, stub(streamed[n]), base.note) if n in streamed else base)
+    return run_invariants(record, invs) if invs else []
+
+
+def check_streaming(target: Any, texts: Sequence[str], decoding: Any) -> list[Result]:
+    """Results of the streaming-capable invariants (:data:`STREAMING_INVARIANTS`) for one streamed generation."""
+    record, streamed, _ = stream_capture(target, texts, decoding)
+    return _results(record, streamed, STREAMING_INVARIANTS)
+
+
+def run_streaming(
+    target: Any, texts: Sequence[str], decoding: Any, invariants: Iterable[Invariant] | None = None
+) -> tuple[GenerationRecord, list[Result]]:
+    """Every requested invariant in streaming mode, in the requested order.
+
+    The streaming-capable ones come from the monitor; the others run on the scoreless record as
+    usual and skip ("streaming mode: step scores not kept") where they need stacked step tensors.
+    Consistency invariants skip too: their re-runs would keep step tensors (no evidence collected).
+    """
+    record, streamed, _ = stream_capture(target, texts, decoding)
+    names = [i.name for i in (invariants if invariants is not None else ALL)]
+    by_name = {r.invariant: r for r in _results(record, streamed, [n for n in names if n in STREAMING_INVARIANTS])}
+    others = iter(run_invariants(record, [REGISTRY[n] for n in names if n not in STREAMING_INVARIANTS]))
+    return record, [by_name[n] if n in by_name else next(others) for n in names]
+
+
+__all__ = [
+    "AUTO_THRESHOLD_BYTES",
+    "STREAMING_INVARIANTS",
+    "StreamingMonitor",
+    "check_streaming",
+    "projected_step_bytes",
+    "run_streaming",
+    "should_stream",
+    "stream_capture",
+]

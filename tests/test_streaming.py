@@ -1,0 +1,145 @@
+"""Streaming mode agrees with the record-based checks, keeps no step tensors, and is chosen by size."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from ppinvariants import streaming, testing
+from ppinvariants.capture import BEAM, DEFAULT_TEXTS, GREEDY, NOT_KEPT, SAMPLE, STEPS_NOT_KEPT_REASON, capture
+from ppinvariants.invariants import REGISTRY, run_invariants
+from ppinvariants.runner import check_loaded
+from ppinvariants.selftest import FAULTS
+from ppinvariants.targets import load_target
+
+TEXTS = list(DEFAULT_TEXTS)
+DECODINGS = (GREEDY, BEAM, SAMPLE)
+
+#: Faults injected inside generate() (model hooks, config, tokenizer): streaming sees them as the record does.
+APPLICABLE = {
+    "nan_logits",
+    "posinf_logits",
+    "unexplained_neg_inf",
+    "min_length_ignored",
+    "wrong_decoder_start",
+    "forced_bos_wrong",
+    "top_k_ignored",
+    "cache_drift",
+    "encoder_ignores_mask",
+    "logits_detached",
+    "ids_outside_tokenizer",
+    "tokenizer_drops_eos",
+    "pad_zero_t5_nan",
+}
+#: Post-processing faults alter only generate()'s returned output, which streaming does not judge;
+#: "nondeterministic" draws fresh noise per run, so two runs (streaming, record) see different logits.
+NOT_APPLICABLE = {
+    "pad_before_eos",
+    "eos_dropped",
+    "shifted_step_scores",
+    "beam_scores_inconsistent",
+    "nondeterministic",
+}
+
+
+def _summary(results: list) -> tuple[set, set]:
+    statuses = {(r.invariant, r.status) for r in results}
+    violations = {(r.invariant, v.row, v.step, v.token_id, v.message) for r in results for v in r.violations}
+    return statuses, violations
+
+
+def _both(target, decoding) -> tuple[tuple[set, set] | str, tuple[set, set] | str]:
+    """(streaming, record) summaries of the streaming-capable invariants; an exception's type name if generate() raised."""
+    out = []
+    for run in (
+        lambda: streaming.check_streaming(target, TEXTS, decoding),
+        lambda: run_invariants(
+            capture(target, TEXTS, decoding, evidence=False),
+            [REGISTRY[n] for n in streaming.STREAMING_INVARIANTS],
+        ),
+    ):
+        try:
+            out.append(_summary(run()))
+        except Exception as e:  # noqa: BLE001 - e.g. multinomial on NaN: both modes must raise alike
+            out.append(type(e).__name__)
+    return out[0], out[1]
+
+
+@pytest.mark.parametrize("arch", testing.ARCHITECTURES)
+def test_streaming_agrees_with_record_on_healthy_models(arch: str) -> None:
+    target = load_target(f"tiny:{arch}")
+    for decoding in DECODINGS:
+        stream, record = _both(target, decoding)
+        assert stream == record, (arch, decoding.name)
+
+
+def test_fault_partition_covers_every_fault() -> None:
+    assert {f.name for f in FAULTS} == APPLICABLE | NOT_APPLICABLE
+
+
+@pytest.mark.parametrize("fault", [f for f in FAULTS if f.name in APPLICABLE], ids=lambda f: f.name)
+def test_streaming_agrees_with_record_on_faults(fault) -> None:
+    target = load_target(f"tiny:{fault.arch}")
+    fault.inject(target)
+    for decoding in DECODINGS:
+        stream, record = _both(target, decoding)
+        assert stream == record, (fault.name, decoding.name)
+
+
+def test_streaming_catches_the_per_step_faults() -> None:
+    target = load_target("tiny:bart")
+    next(f for f in FAULTS if f.name == "unexplained_neg_inf").inject(target)
+    failed = {r.invariant for r in streaming.check_streaming(target, TEXTS, GREEDY) if r.status == "fail"}
+    assert "neg_inf_only_where_processors_explain" in failed
+
+
+def test_monitor_keeps_no_step_tensors() -> None:
+    target = load_target("tiny:bart")
+    vocab = int(target.model.get_output_embeddings().weight.shape[0])
+    for decoding in (GREEDY, BEAM):
+        record, _, monitor = streaming.stream_capture(target, TEXTS, decoding)
+        assert monitor.generate_asked_for_scores is False  # generate() kept no scores/logits tuple
+        assert record.scores is NOT_KEPT and record.logits is NOT_KEPT
+        rows = streaming.score_rows_of(decoding, len(TEXTS))
+        held = monitor.retained_bytes()
+        assert held["per_step"] <= 2 * rows * vocab * 4  # at most the previous step's scores and log-probs
+        beams_to_keep = 2 * decoding.num_beams
+        assert held["scalars"] <= rows * monitor.step * max(4, 2 * beams_to_keep) * 8  # no vocabulary-sized term
+        assert monitor.step == record.steps or decoding.num_beams > 1
+
+
+def test_history_processors_judged_on_every_beam_row() -> None:
+    """With no-repeat n-grams streaming judges every beam row; the record only returned hypotheses' rows."""
+    target = load_target("tiny:bart")
+    next(f for f in FAULTS if f.name == "unexplained_neg_inf").inject(target)
+    decoding = dataclasses.replace(BEAM, no_repeat_ngram_size=2, max_new_tokens=8)
+    stream_summary, record_summary = _both(target, decoding)
+    assert stream_summary[0] == record_summary[0]  # same statuses
+    name = "neg_inf_only_where_processors_explain"
+    # totals: streaming judges at least as many cells as the record (the kept first 20 may differ)
+    stream = {r.invariant: r for r in streaming.check_streaming(target, TEXTS, decoding)}
+    rec = {r.invariant: r for r in run_invariants(capture(target, TEXTS, decoding, evidence=False), [REGISTRY[name]])}
+    assert stream[name].total_violations >= rec[name].total_violations > 0
+
+
+def test_auto_selection_by_projected_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    target = load_target("tiny:bart")
+    greedy = [dataclasses.replace(GREEDY, max_new_tokens=8)]
+    monkeypatch.setattr(streaming, "AUTO_THRESHOLD_BYTES", 0)
+    report = check_loaded(target, texts=TEXTS[:2], decodings=greedy)
+    by_name = {r.invariant: r for r in report.results}
+    assert by_name["chosen_logprob_gather_matches_indexing"].status == "skip"
+    assert by_name["chosen_logprob_gather_matches_indexing"].reason == STEPS_NOT_KEPT_REASON
+    assert by_name["softmax_rows_sum_to_one"].status == "pass"
+    assert by_name["padding_mask_matches_eos"].status == "pass"
+    monkeypatch.setattr(streaming, "AUTO_THRESHOLD_BYTES", 1 << 60)
+    report = check_loaded(target, texts=TEXTS[:2], decodings=greedy)
+    assert {r.invariant: r for r in report.results}["chosen_logprob_gather_matches_indexing"].status == "pass"
+    explicit = check_loaded(target, texts=TEXTS[:2], decodings=greedy, streaming=True)
+    assert {r.invariant: r for r in explicit.results}["chosen_logprob_gather_matches_indexing"].status == "skip"
+
+
+def test_projected_size_formula() -> None:
+    assert streaming.projected_step_bytes(64, 64, 50265) == 64 * 64 * 50265 * 8
+    assert streaming.score_rows_of(BEAM, 8) == 32
