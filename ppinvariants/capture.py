@@ -159,6 +159,7 @@ class GenerationRecord:
     device: str
     truncated: list[int] = field(default_factory=list)
     tokenizer: Any = field(default=None, repr=False, compare=False)
+    model_type: str = ""  # config.model_type, for known-issue signatures
     evidence: Any = field(default=None, repr=False)  # ppinvariants.evidence.Evidence, when collected
     # Streaming mode: chosen-token log-probs [rows, steps] accumulated during generation (scores is NOT_KEPT).
     streamed_chosen: torch.Tensor | None = field(default=None, repr=False)
@@ -388,6 +389,7 @@ def capture(
         device=str(target.device),
         truncated=truncated,
         tokenizer=tokenizer,
+        model_type=str(getattr(model.config, "model_type", "")),
     )
     if evidence:
         from .evidence import collect_evidence  # evidence reads records: imported here, not at the top

@@ -62,9 +62,131 @@ KNOWN_ISSUES: tuple[KnownIssue, ...] = tuple(
         invariant=name,
         reason=_PAD_ZERO_REASON,
         reference=_PAD_ZERO_REF,
-        transformers=">=5.0.0",
+        # Vectorized beam search (huggingface/transformers#35802, 4.50) introduced it: seen on 4.51.3, 4.57.6,
+        # 5.24.0; 4.40.2 and 4.46.3 pad with pad.
+        transformers=">=4.50",
         applies=_beam_with_pad_zero,
         matches=_row_filled_with_eos,
     )
     for name in ("only_pad_after_eos", "padding_mask_matches_eos")
+)
+
+
+# -- M2M100Tokenizer (transformers 5): the language codes are left out of get_vocab() and len().
+
+
+def _m2m100_lang_codes_uncounted(record: Any) -> bool:
+    tok = record.tokenizer
+    lang = getattr(tok, "id_to_lang_token", None)
+    return bool(
+        type(tok).__name__ == "M2M100Tokenizer"
+        and lang
+        and len(tok) <= min(lang)  # every language code lies past len(tokenizer)
+    )
+
+
+def _is_m2m100_lang_code(record: Any, violation: Any) -> bool:
+    return violation.token_id is not None and violation.token_id in record.tokenizer.id_to_lang_token
+
+
+_M2M100_REASON = (
+    "M2M100Tokenizer (transformers 5) leaves its language codes (__en__, __fr__, ...) out of get_vocab() and "
+    "len(tokenizer), although it encodes them (every input starts with one) and they are forced as the first "
+    "generated token: len(tokenizer) == len(vocab.json) while __fr__ == len(vocab.json) + 6; transformers 4.22+ "
+    "counted them (regression of the get_vocab fix)"
+)
+_M2M100_REF = "huggingface/transformers#18416 (regressed in 5.x; see also #33240)"
+
+KNOWN_ISSUES += tuple(
+    KnownIssue(
+        invariant=name,
+        reason=_M2M100_REASON,
+        reference=_M2M100_REF,
+        transformers=">=5.0.0",
+        applies=_m2m100_lang_codes_uncounted,
+        matches=_is_m2m100_lang_code,
+    )
+    for name in ("generated_ids_within_tokenizer", "special_ids_agree_between_model_and_tokenizer")
+)
+
+
+# -- BlenderbotTokenizer (transformers 5): inputs are no longer closed with </s>.
+
+
+def _blenderbot_tokenizer(record: Any) -> bool:
+    return type(record.tokenizer).__name__ == "BlenderbotTokenizer"
+
+
+def _no_input_suffix(record: Any, violation: Any) -> bool:
+    return not record.conventions.input_suffix
+
+
+KNOWN_ISSUES += (
+    KnownIssue(
+        invariant="tokenizer_ends_inputs_with_eos",
+        reason=(
+            "BlenderbotTokenizer (transformers 5, tokenizers backend) has no post-processor, so "
+            "tokenizer('hi').input_ids has no trailing </s>; transformers 4.x built 'X </s>' "
+            "(BlenderbotTokenizer.build_inputs_with_special_tokens), the format the model was trained on"
+        ),
+        reference=(
+            "no upstream issue found; 4.x format from huggingface/transformers#7418; "
+            "repro: BlenderbotTokenizer(vocab=..., merges=...)('hi').input_ids ends without 2"
+        ),
+        transformers=">=5.0.0",
+        applies=_blenderbot_tokenizer,
+        matches=_no_input_suffix,
+    ),
+)
+
+
+# -- ProphetNet: a full (teacher-forced) decoder pass and cached decoding disagree.
+
+
+def _prophetnet(record: Any) -> bool:
+    return record.model_type in ("prophetnet", "xlm-prophetnet")
+
+
+def _teacher_forcing_disagrees(record: Any, violation: Any) -> bool:
+    return "differ" in violation.message and (
+        "teacher-forced" in violation.message or "generate()" in violation.message
+    )
+
+
+KNOWN_ISSUES += tuple(
+    KnownIssue(
+        invariant=name,
+        reason=(
+            "ProphetNet's decoder computes different logits in one full pass than step by step with its cache "
+            "(relative position buckets of the main stream); generate(use_cache=False) differs from use_cache=True "
+            "by 0.8 in log-prob at step 1 on the tiny model"
+        ),
+        reference="huggingface/transformers#13612, #24289 (same root: decoder positions)",
+        transformers=">=4.40",
+        applies=_prophetnet,
+        matches=_teacher_forcing_disagrees,
+    )
+    for name in ("teacher_forced_logprobs_match_generation", "sequence_logprob_is_differentiable")
+)
+
+
+# -- BlenderbotSmallTokenizer adds no special tokens at all (4.x and 5.x), by design.
+
+
+def _blenderbot_small_tokenizer(record: Any) -> bool:
+    return type(record.tokenizer).__name__ == "BlenderbotSmallTokenizer"
+
+
+KNOWN_ISSUES += (
+    KnownIssue(
+        invariant="tokenizer_ends_inputs_with_eos",
+        reason=(
+            "BlenderbotSmallTokenizer never adds special tokens (no build_inputs_with_special_tokens, in 4.x and "
+            "5.x): inputs reach the encoder without __end__, unlike every other seq2seq tokenizer"
+        ),
+        reference="transformers models/blenderbot_small/tokenization_blenderbot_small.py (by design, no upstream issue)",
+        transformers=">=4.40",
+        applies=_blenderbot_small_tokenizer,
+        matches=_no_input_suffix,
+    ),
 )

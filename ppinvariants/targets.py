@@ -33,6 +33,7 @@ _TOKENIZER_FILES = (
     "source.spm",
     "sentencepiece.model",
     "tokenizer.model",
+    "prophetnet.tokenizer",  # ProphetNetTokenizer's WordPiece vocabulary
 )
 
 
@@ -97,7 +98,7 @@ def load_target(
 
         arch = spec.split(":", 1)[1]
         if arch not in testing.RECIPES:
-            raise TargetError(f"unknown tiny model {arch!r}; built-in: {', '.join(testing.ARCHITECTURES)}")
+            raise TargetError(f"unknown tiny model {arch!r}; built-in: {', '.join(testing.ALL_ARCHITECTURES)}")
         model, tokenizer = _load_checkpoint(testing.tiny_checkpoint(arch), dt, trust_remote_code, allow_pickle)
     elif Path(spec).is_dir():
         model, tokenizer = _load_checkpoint(Path(spec), dt, trust_remote_code, allow_pickle)

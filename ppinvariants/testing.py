@@ -72,13 +72,20 @@ class Recipe:
     generation: dict[str, Any] = field(default_factory=dict)
     init_scale: float = 8.0
     seed: int = 0
+    # Fields added with the extended zoo; left out of the key at their defaults, so the
+    # checkpoints of the original recipes keep their cache keys.
+    special_tokens: tuple[str, ...] = ()  # byte-level BPE / WordPiece specials, in id order
+    model_class: str = ""  # "" = AutoModelForSeq2SeqLM.from_config; "EncoderDecoderModel" = bert2bert
+    decoder_config: dict[str, Any] = field(default_factory=dict)  # EncoderDecoderModel: the decoder's config
+    note: str = ""  # what differs from the real checkpoints of this architecture, if anything
 
     def key(self) -> str:
         import transformers
 
+        fields = {k: v for k, v in self.__dict__.items() if k not in _NEW_FIELDS or v != _NEW_FIELDS[k]}
         blob = json.dumps(
             {
-                "recipe": self.__dict__,
+                "recipe": fields,
                 "zoo": ZOO_VERSION,
                 # A built checkpoint may not load the same way under another transformers major version.
                 "transformers": transformers.__version__.split(".")[0],
@@ -88,6 +95,8 @@ class Recipe:
         )
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
+
+_NEW_FIELDS: dict[str, Any] = {"special_tokens": (), "model_class": "", "decoder_config": {}, "note": ""}
 
 _SMALL = {"max_position_embeddings": 128}
 _BART_LIKE = dict(
@@ -160,7 +169,221 @@ RECIPES: dict[str, Recipe] = {
     ),
 }
 
+#: The default set: what ``ppinvariants check`` with no target checks (kept small: about a minute on a CPU).
 ARCHITECTURES: tuple[str, ...] = tuple(RECIPES)
+
+_T5_LIKE = dict(
+    d_model=32,
+    d_kv=16,
+    d_ff=64,
+    num_layers=2,
+    num_decoder_layers=2,
+    num_heads=2,
+    relative_attention_num_buckets=8,
+    dropout_rate=0.1,
+    pad_token_id=0,
+    eos_token_id=1,
+    decoder_start_token_id=0,
+)
+_BERT_LIKE = dict(
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    intermediate_size=64,
+    hidden_dropout_prob=0.1,
+    attention_probs_dropout_prob=0.1,
+    **_SMALL,
+)
+
+#: Further architectures, checked by ``ppinvariants coverage`` (and ``check tiny:<arch>``).
+RECIPES.update(
+    {
+        "m2m100": Recipe(
+            arch="m2m100",
+            tokenizer="sentencepiece-m2m",
+            tokenizer_class="M2M100Tokenizer",
+            config_class="M2M100Config",
+            config=dict(_BART_LIKE, pad_token_id=1, bos_token_id=0, eos_token_id=2, decoder_start_token_id=2),
+            tokenizer_config={"src_lang": "en", "tgt_lang": "fr"},
+            # As in the M2M100 docs: the first generated token is forced to the target-language code.
+            generation=dict(forced_bos_token="__fr__"),
+            seed=1,  # seed 0 ends too few greedy rows with eos under min_length=6
+        ),
+        "blenderbot": Recipe(
+            arch="blenderbot",
+            tokenizer="bytelevel-bpe",
+            special_tokens=("<pad>", "<s>", "</s>", "<unk>"),  # blenderbot-400M: pad 0, bos 1, eos 2
+            tokenizer_class="BlenderbotTokenizer",
+            config_class="BlenderbotConfig",
+            config=dict(_BART_LIKE, pad_token_id=0, bos_token_id=1, eos_token_id=2, decoder_start_token_id=1),
+        ),
+        "blenderbot_small": Recipe(
+            arch="blenderbot_small",
+            tokenizer="parlai-bpe",
+            tokenizer_class="BlenderbotSmallTokenizer",
+            config_class="BlenderbotSmallConfig",
+            # blenderbot_small-90M: __null__ 0, __start__ 1, __end__ 2, __unk__ 3.
+            config=dict(_BART_LIKE, pad_token_id=0, bos_token_id=1, eos_token_id=2, decoder_start_token_id=1),
+        ),
+        "led": Recipe(
+            arch="led",
+            tokenizer="bytelevel-bpe",
+            tokenizer_class="LEDTokenizer",
+            config_class="LEDConfig",
+            config=dict(
+                {k: v for k, v in _BART_LIKE.items() if k != "max_position_embeddings"},
+                max_encoder_position_embeddings=128,
+                max_decoder_position_embeddings=128,
+                attention_window=[8, 8],
+                pad_token_id=1,
+                bos_token_id=0,
+                eos_token_id=2,
+                decoder_start_token_id=2,
+            ),
+            seed=2,  # seed 0 gives nearly input-independent greedy outputs
+        ),
+        "pegasus_x": Recipe(
+            arch="pegasus_x",
+            tokenizer="sentencepiece-t5",
+            tokenizer_class="PegasusTokenizer",
+            config_class="PegasusXConfig",
+            config=dict(
+                _BART_LIKE,
+                num_global_tokens=4,
+                block_size=8,
+                stagger_local_blocks=True,
+                pad_token_id=0,
+                eos_token_id=1,
+                decoder_start_token_id=0,
+            ),
+            tokenizer_config={"offset": 0},
+        ),
+        "bigbird_pegasus": Recipe(
+            arch="bigbird_pegasus",
+            tokenizer="sentencepiece-t5",
+            tokenizer_class="PegasusTokenizer",
+            config_class="BigBirdPegasusConfig",
+            # Block-sparse attention needs inputs longer than (5 + 2 * random blocks) * block_size
+            # tokens and falls back to full attention below that; tiny inputs use full attention.
+            config=dict(
+                _BART_LIKE,
+                attention_type="original_full",
+                pad_token_id=0,
+                eos_token_id=1,
+                bos_token_id=2,
+                decoder_start_token_id=0,
+            ),
+            tokenizer_config={"offset": 0},
+        ),
+        "plbart": Recipe(
+            arch="plbart",
+            tokenizer="sentencepiece-fairseq-offset",
+            tokenizer_class="PLBartTokenizer",
+            config_class="PLBartConfig",
+            # As in the PLBart docs: generation starts with the target-language code.
+            config=dict(_BART_LIKE, pad_token_id=1, bos_token_id=0, eos_token_id=2, decoder_start_token_id="__en_XX__"),
+            tokenizer_config={"src_lang": "python", "tgt_lang": "en_XX", "language_codes": "base"},
+        ),
+        "mvp": Recipe(
+            arch="mvp",
+            tokenizer="bytelevel-bpe",
+            tokenizer_class="MvpTokenizer",
+            config_class="MvpConfig",
+            config=dict(_BART_LIKE, pad_token_id=1, bos_token_id=0, eos_token_id=2, decoder_start_token_id=2),
+            generation=dict(forced_eos_token_id=2),
+        ),
+        "mt5": Recipe(
+            arch="mt5",
+            tokenizer="sentencepiece-t5",
+            tokenizer_class="T5Tokenizer",
+            config_class="MT5Config",
+            config=dict(_T5_LIKE, feed_forward_proj="gated-gelu", tie_word_embeddings=False),
+            tokenizer_config={"extra_ids": 0},
+        ),
+        "umt5": Recipe(
+            arch="umt5",
+            tokenizer="sentencepiece-t5",
+            tokenizer_class="T5Tokenizer",
+            config_class="UMT5Config",
+            config=dict(_T5_LIKE, feed_forward_proj="gated-gelu", tie_word_embeddings=False),
+            tokenizer_config={"extra_ids": 0},
+        ),
+        "longt5": Recipe(
+            arch="longt5",
+            tokenizer="sentencepiece-t5",
+            tokenizer_class="T5Tokenizer",
+            config_class="LongT5Config",
+            config=dict(_T5_LIKE, encoder_attention_type="transient-global", local_radius=4, global_block_size=4),
+            tokenizer_config={"extra_ids": 0},
+        ),
+        "switch_transformers": Recipe(
+            arch="switch_transformers",
+            tokenizer="sentencepiece-t5",
+            tokenizer_class="T5Tokenizer",
+            config_class="SwitchTransformersConfig",
+            config=dict(
+                _T5_LIKE,
+                num_experts=2,
+                expert_capacity=64,
+                num_sparse_encoder_layers=1,
+                num_sparse_decoder_layers=1,
+            ),
+            tokenizer_config={"extra_ids": 0},
+        ),
+        "prophetnet": Recipe(
+            arch="prophetnet",
+            tokenizer="wordpiece-prophetnet",
+            special_tokens=("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[X_SEP]"),
+            tokenizer_class="ProphetNetTokenizer",
+            config_class="ProphetNetConfig",
+            # prophetnet-large-uncased: pad 0, and [SEP] is bos, eos and decoder start.
+            config=dict(
+                hidden_size=32,
+                encoder_ffn_dim=64,
+                decoder_ffn_dim=64,
+                num_encoder_layers=2,
+                num_decoder_layers=2,
+                num_encoder_attention_heads=2,
+                num_decoder_attention_heads=2,
+                ngram=2,
+                num_buckets=8,
+                relative_max_distance=32,
+                dropout=0.1,
+                pad_token_id=0,
+                bos_token_id="[SEP]",
+                eos_token_id="[SEP]",
+                decoder_start_token_id="[SEP]",
+                **_SMALL,
+            ),
+        ),
+        "bert2bert": Recipe(
+            arch="bert2bert",
+            tokenizer="wordpiece",
+            special_tokens=("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"),
+            tokenizer_class="BertTokenizer",
+            config_class="BertConfig",
+            model_class="EncoderDecoderModel",
+            config=dict(_BERT_LIKE),
+            decoder_config=dict(_BERT_LIKE, is_decoder=True, add_cross_attention=True),
+            # As in the warm-starting docs (bert2bert_cnn_daily_mail): the tokenizer's bos/eos are [CLS]/[SEP].
+            tokenizer_config={"bos_token": "[CLS]", "eos_token": "[SEP]"},
+            # As in the EncoderDecoderModel docs: start with [CLS], end with [SEP].
+            generation=dict(decoder_start_token_id="[CLS]", eos_token_id="[SEP]", pad_token_id="[PAD]"),
+        ),
+    }
+)
+
+#: Every architecture of the zoo: the default set plus the further ones.
+ALL_ARCHITECTURES: tuple[str, ...] = tuple(RECIPES)
+
+#: Architectures the zoo cannot build here, and why (listed by ``ppinvariants coverage``).
+UNAVAILABLE: dict[str, str] = {
+    "fsmt": (
+        "FSMTTokenizer needs the sacremoses package (Moses tokenization) as soon as it is constructed; "
+        "sacremoses is not a dependency of ppinvariants, and an FSMT checkpoint with another tokenizer "
+        "would not behave like FSMT"
+    ),
+}
 
 
 def cache_root() -> Path:
@@ -172,7 +395,7 @@ def cache_root() -> Path:
 def tiny_checkpoint(arch: str) -> Path:
     """Path of the built checkpoint for ``arch``, building it on first use (a few seconds)."""
     if arch not in RECIPES:
-        raise KeyError(f"unknown tiny architecture {arch!r}; known: {', '.join(ARCHITECTURES)}")
+        raise KeyError(f"unknown tiny architecture {arch!r}; known: {', '.join(ALL_ARCHITECTURES)}")
     recipe = RECIPES[arch]
     final = cache_root() / "tiny" / f"{arch}-{recipe.key()}"
     if (final / "config.json").exists() and (final / "ppinvariants-recipe.json").exists():
@@ -196,11 +419,15 @@ def tiny_checkpoint(arch: str) -> Path:
 # ---------------------------------------------------------------------------- tokenizers
 
 
-def _train_sentencepiece(path: Path, *, fairseq: bool) -> None:
+def _train_sentencepiece(path: Path, *, fairseq: bool, spm_default: bool = False) -> None:
     import sentencepiece as spm
 
     # T5/Pegasus/Marian lay out <pad>=0 </s>=1 <unk>=2; fairseq (mBART) lays out <s>=0 <pad>=1 </s>=2 <unk>=3.
     ids = dict(bos_id=0, pad_id=1, eos_id=2, unk_id=3) if fairseq else dict(bos_id=-1, pad_id=0, eos_id=1, unk_id=2)
+    if spm_default:
+        # The layout of fairseq's own spm models (PLBart, M2M100): <unk>=0 <s>=1 </s>=2, no pad;
+        # their tokenizers shift the pieces by one to make room for <pad>.
+        ids = dict(unk_id=0, bos_id=1, eos_id=2, pad_id=-1)
     spm.SentencePieceTrainer.train(
         sentence_iterator=iter(corpus()),
         model_prefix=str(path.with_suffix("")),
@@ -226,10 +453,36 @@ def _write_tokenizer(recipe: Recipe, out: Path) -> None:
             corpus(),
             vocab_size=600,
             min_frequency=2,
-            special_tokens=["<s>", "<pad>", "</s>", "<unk>"],
+            special_tokens=list(recipe.special_tokens or ("<s>", "<pad>", "</s>", "<unk>")),
             show_progress=False,
         )
         bpe.save_model(str(out))  # vocab.json + merges.txt, as BART checkpoints ship them
+    elif recipe.tokenizer == "parlai-bpe":
+        _write_parlai_bpe(out)
+    elif recipe.tokenizer in ("wordpiece", "wordpiece-prophetnet"):
+        from tokenizers import BertWordPieceTokenizer
+
+        wp = BertWordPieceTokenizer(lowercase=True)
+        wp.train_from_iterator(
+            corpus(), vocab_size=512, min_frequency=2, special_tokens=list(recipe.special_tokens), show_progress=False
+        )
+        wp.save_model(str(work))
+        name = "prophetnet.tokenizer" if recipe.tokenizer == "wordpiece-prophetnet" else "vocab.txt"
+        shutil.copy(work / "vocab.txt", out / name)
+    elif recipe.tokenizer == "sentencepiece-fairseq-offset":
+        _train_sentencepiece(work / "sp.model", fairseq=False, spm_default=True)
+        shutil.copy(work / "sp.model", out / "sentencepiece.bpe.model")
+    elif recipe.tokenizer == "sentencepiece-m2m":
+        import sentencepiece as spm
+
+        _train_sentencepiece(work / "sp.model", fairseq=False, spm_default=True)
+        shutil.copy(work / "sp.model", out / "sentencepiece.bpe.model")
+        sp = spm.SentencePieceProcessor(model_file=str(work / "sp.model"))
+        # fairseq's dictionary: <s> <pad> </s> <unk>, then the pieces (spm's own specials left out).
+        vocab = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3}
+        for i in range(3, sp.get_piece_size()):
+            vocab[sp.id_to_piece(i)] = len(vocab)
+        (out / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False))
     elif recipe.tokenizer == "sentencepiece-t5":
         _train_sentencepiece(work / "sp.model", fairseq=False)
         shutil.copy(work / "sp.model", out / "spiece.model")
@@ -250,6 +503,40 @@ def _write_tokenizer(recipe: Recipe, out: Path) -> None:
     shutil.rmtree(work)
     cfg = {"tokenizer_class": recipe.tokenizer_class, "model_max_length": 128, **recipe.tokenizer_config}
     (out / "tokenizer_config.json").write_text(json.dumps(cfg))
+
+
+def _parlai_words(text: str) -> list[str]:
+    """Pre-tokenize as BlenderbotSmallTokenizer does: lower case, punctuation and quotes split off."""
+    import re
+
+    out: list[str] = []
+    for token in re.findall(r"\S+\n?", text):
+        token = re.sub("([.,!?()])", r" \1", token)
+        token = re.sub("(')", r" \1 ", token)
+        out.extend(t.lower() for t in token.split() if t)
+    return out
+
+
+def _write_parlai_bpe(out: Path) -> None:
+    """ParlAI's BPE files (BlenderbotSmall): ``</w>`` ends a word in merges.txt; in vocab.json a
+    non-final piece carries ``@@`` and a final piece is bare."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    specials = ["__null__", "__start__", "__end__", "__unk__"]
+    tok = Tokenizer(models.BPE(unk_token="__unk__", end_of_word_suffix="</w>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    trainer = trainers.BpeTrainer(
+        vocab_size=600, min_frequency=2, special_tokens=specials, end_of_word_suffix="</w>", show_progress=False
+    )
+    tok.train_from_iterator([" ".join(_parlai_words(line)) for line in corpus()], trainer)
+    model = json.loads(tok.to_str())["model"]
+    vocab: dict[str, int] = {}
+    for piece, _ in sorted(model["vocab"].items(), key=lambda kv: kv[1]):
+        name = piece if piece in specials else (piece[: -len("</w>")] if piece.endswith("</w>") else piece + "@@")
+        vocab.setdefault(name, len(vocab))
+    merges = [m if isinstance(m, str) else " ".join(m) for m in model["merges"]]
+    (out / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False))
+    (out / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
 
 
 # ---------------------------------------------------------------------------- models
@@ -316,7 +603,10 @@ def _calibrate_eos(model: Any, tokenizer: Any, recipe: Recipe) -> dict[str, Any]
         logits = model(**enc, decoder_input_ids=dec_in).logits
     hook.remove()
     keep = dec_in.reshape(-1) != tokenizer.pad_token_id
-    h = captured[0].reshape(-1, captured[0].shape[-1])[keep]
+    states = captured[0]
+    if states.dim() == 4:  # ProphetNet: [batch, ngram, length, hidden]; the logits are those of the next token
+        states = states[:, 0]
+    h = states.reshape(-1, states.shape[-1])[keep]
     logits = logits.reshape(-1, logits.shape[-1])[keep]
     prev = dec_in.reshape(-1)[keep]
     gen = torch.Generator().manual_seed(recipe.seed)
@@ -370,15 +660,41 @@ def _build(recipe: Recipe, out: Path) -> None:
 
     _write_tokenizer(recipe, out)
     tokenizer = transformers.AutoTokenizer.from_pretrained(str(out))
+
+    def ids(values: dict[str, Any]) -> dict[str, Any]:
+        # A token written as text (a language code, [SEP]) stands for its id in this tokenizer.
+        return {
+            k: tokenizer.convert_tokens_to_ids(v) if k.endswith("_token_id") and isinstance(v, str) else v
+            for k, v in values.items()
+        }
+
     config_cls: Callable[..., Any] = getattr(transformers, recipe.config_class)
-    config = config_cls(vocab_size=len(tokenizer), **recipe.config)
+    # len(tokenizer) for the original recipes; M2M100Tokenizer's language codes lie past it.
+    known = [
+        *tokenizer.all_special_ids,
+        *tokenizer.get_vocab().values(),
+        *getattr(tokenizer, "lang_code_to_id", {}).values(),
+    ]
+    vocab_size = max(len(tokenizer), 1 + max(known))
+    config = config_cls(vocab_size=vocab_size, **ids(recipe.config))
     torch.manual_seed(recipe.seed)
-    model = transformers.AutoModelForSeq2SeqLM.from_config(config)
+    gen = ids(recipe.generation)
+    if recipe.model_class == "EncoderDecoderModel":
+        decoder = config_cls(vocab_size=vocab_size, **ids(recipe.decoder_config))
+        config = transformers.EncoderDecoderConfig.from_encoder_decoder_configs(config, decoder)
+        for key in ("decoder_start_token_id", "eos_token_id", "pad_token_id"):
+            setattr(config, key, gen[key])
+        model = transformers.EncoderDecoderModel(config=config)
+    else:
+        model = transformers.AutoModelForSeq2SeqLM.from_config(config)
     model.eval()
     _scale_init(model, recipe.init_scale, recipe.seed)
-    gen = dict(recipe.generation)
     if "forced_bos_token" in gen:
         gen["forced_bos_token_id"] = tokenizer.convert_tokens_to_ids(gen.pop("forced_bos_token"))
+    for key in ("decoder_start_token_id", "bos_token_id", "eos_token_id", "pad_token_id"):
+        # The generation config was derived from the config before the token names were resolved.
+        if isinstance(recipe.config.get(key), str) and key not in gen:
+            gen[key] = getattr(config, key)
     for key, value in gen.items():
         setattr(model.generation_config, key, value)
     # Generation defaults of the checkpoint: tiny models are checked with explicit lengths.

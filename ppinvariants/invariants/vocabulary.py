@@ -57,6 +57,9 @@ def _ids(value: Any) -> list[int]:
 def special_ids_agree_between_model_and_tokenizer(record: GenerationRecord) -> list[Violation]:
     """The tokenizer's pad and eos ids are the model's pad and (one of its) eos ids, and every special id the model emits exists in the tokenizer.
 
+    A tokenizer that declares no eos at all (BERT-style, ending inputs with ``[SEP]``) agrees when the
+    model's eos is one of its special tokens.
+
     Generation pads finished rows with the model's ``pad_token_id`` and stops at its
     ``eos_token_id``; everything downstream (``batch_decode(skip_special_tokens=True)``, loss
     masks built from ``tokenizer.pad_token_id``, stopping on ``tokenizer.eos_token_id``) reads the
@@ -87,7 +90,10 @@ def special_ids_agree_between_model_and_tokenizer(record: GenerationRecord) -> l
                     )
                 )
     model_eos = {"conventions": list(c.eos_token_ids), "generation config": _ids(gc.get("eos_token_id"))}
+    special = set(getattr(tok, "all_special_ids", []) or [])
     for source, eos in model_eos.items():
+        if tok_eos is None and set(eos) & special:
+            continue  # a tokenizer that declares no eos (BERT-style [SEP]) still knows the model's as special
         if eos and tok_eos not in eos:
             out.append(
                 make(

@@ -1,0 +1,101 @@
+"""The extended tiny zoo and the ``ppinvariants coverage`` table.
+
+Every architecture of :data:`ppinvariants.testing.ALL_ARCHITECTURES` builds offline, loads through
+``load_target("tiny:<arch>")`` and behaves like a real model; ``coverage`` folds the check of each
+architecture into one row per decoding. The run over the whole zoo is slow (minutes): ``-m slow``.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ppinvariants import testing
+from ppinvariants.capture import DEFAULT_TEXTS, GREEDY, capture, finished_mask, generated_tokens
+from ppinvariants.cli import main
+from ppinvariants.coverage import render_markdown, render_text, run_coverage
+from ppinvariants.targets import load_target
+
+NEW_ARCHITECTURES = tuple(a for a in testing.ALL_ARCHITECTURES if a not in testing.ARCHITECTURES)
+
+#: Non-pass rows of the full table, unresolved and documented in docs/coverage.md:
+#: * blenderbot_small: tokenizer_ends_inputs_with_eos assumes every encoder-decoder closes its inputs
+#:   with eos; BlenderbotSmallTokenizer never adds __end__ (4.x and 5.x alike): a check question.
+#: * prophetnet: cached generation differs from teacher forcing and from use_cache=False (upstream,
+#:   no reference yet), and ProphetNetTokenizer defines no eos_token (special_ids_agree reads None).
+EXPECTED_FAILURES: set[tuple[str, str]] = set()  # every non-pass is a narrow known issue (xfail)
+
+
+def test_the_default_set_is_unchanged_and_contained_in_the_zoo() -> None:
+    assert testing.ARCHITECTURES == ("bart", "pegasus", "t5", "marian", "mbart")
+    assert set(testing.ARCHITECTURES) < set(testing.ALL_ARCHITECTURES) == set(testing.RECIPES)
+    assert not set(testing.UNAVAILABLE) & set(testing.RECIPES)
+    assert all(testing.UNAVAILABLE.values())
+
+
+@pytest.mark.parametrize("arch", NEW_ARCHITECTURES)
+def test_new_architecture_builds_loads_and_behaves_like_a_real_model(arch: str) -> None:
+    path = testing.tiny_checkpoint(arch)
+    assert (path / "model.safetensors").is_file() and not (path / "pytorch_model.bin").exists()
+    meta = json.loads((path / "ppinvariants-recipe.json").read_text())
+    assert meta["arch"] == arch and meta["key"] == testing.RECIPES[arch].key()
+    target = load_target(f"tiny:{arch}")
+    assert target.model.config.is_encoder_decoder
+    rec = capture(target, list(DEFAULT_TEXTS), GREEDY)
+    distinct = {tuple(r.tolist()) for r in rec.sequences}
+    assert len(distinct) >= len(rec.texts) // 2, f"{arch}: generations barely depend on the input"
+    mask, has_eos = finished_mask(generated_tokens(rec), rec.conventions.eos_token_ids)
+    assert has_eos.float().mean() >= 0.5, f"{arch}: too few rows end with eos"
+    assert (mask == 0).any(), f"{arch}: no padding after eos in the batch"
+
+
+def test_recipes_of_the_default_set_keep_their_cache_keys() -> None:
+    # New Recipe fields are left out of the key at their defaults: no rebuild of existing checkpoints.
+    bart = testing.RECIPES["bart"]
+    assert testing.Recipe(**{**bart.__dict__, "note": ""}).key() == bart.key()
+    assert testing.Recipe(**{**bart.__dict__, "note": "x"}).key() != bart.key()
+
+
+def test_unavailable_architecture_is_an_na_row_with_its_reason() -> None:
+    cov = run_coverage(["fsmt"])
+    assert {r.status for r in cov.rows} == {"n/a"} and cov.exit_code == 1
+    assert "sacremoses" in cov.rows[0].reasons[0]
+
+
+def test_coverage_on_two_architectures(capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["coverage", "bart", "blenderbot"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    lines = out.splitlines()
+    assert any(line.split()[:4] == ["bart", "pass", "pass", "pass"] for line in lines), out
+    assert any(line.split()[:4] == ["blenderbot", "xfail", "xfail", "xfail"] for line in lines), out
+    # every non-pass row names its invariant and a reference
+    notes = [line for line in lines if line.startswith("blenderbot / ")]
+    assert notes and all("[xfail]" in n and "(" in n for n in notes)
+    assert any("tokenizer_ends_inputs_with_eos" in n for n in notes)
+
+
+def test_markdown_table(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["coverage", "--markdown", "t5"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("| architecture | greedy | beam | sample |\n|---|---|---|---|\n| t5 | pass | xfail | pass |")
+    assert "huggingface/transformers#47286" in out
+
+
+def test_unknown_architecture_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["coverage", "nope"]) == 2
+    assert "unknown tiny architecture" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_coverage_of_the_whole_zoo() -> None:
+    cov = run_coverage()
+    archs = {r.arch for r in cov.rows}
+    assert archs == set(testing.ALL_ARCHITECTURES)
+    assert set(cov.unavailable) == set(testing.UNAVAILABLE)
+    bad = {(r.arch, r.decoding) for r in cov.rows if r.status not in ("pass", "xfail")}
+    assert bad == EXPECTED_FAILURES, render_text(cov)
+    for r in cov.rows:
+        assert (r.status == "pass") == (not r.reasons), r
+    assert render_markdown(cov).count("\n| ") == len(archs)
