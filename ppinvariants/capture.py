@@ -197,6 +197,16 @@ class GenerationRecord:
         """Absolute tolerance for float comparisons, following the model's dtype."""
         return {"float32": 1e-4, "bfloat16": 5e-2, "float16": 1e-2}.get(self.dtype, 1e-4)
 
+    @property
+    def tie_tolerance(self) -> float:
+        """Log-prob margin under which two candidate tokens are a tie at this dtype's precision.
+
+        bfloat16 keeps 8 significant bits: logits of magnitude 16 to 32 are rounded to steps of
+        0.125, so two tokens closer than about two such steps can swap under any change of
+        kernel (padding, batch shape). float16 keeps 11 bits.
+        """
+        return {"float32": 1e-4, "bfloat16": 0.25, "float16": 0.05}.get(self.dtype, 1e-4)
+
     def token_text(self, token_id: int) -> str:
         if self.tokenizer is None:
             return str(token_id)

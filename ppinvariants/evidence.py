@@ -28,6 +28,7 @@ class Rerun:
     sequences: torch.Tensor
     scores: torch.Tensor
     rows: list[int] = field(default_factory=list)  # which rows of the original record these are
+    sequences_scores: torch.Tensor | None = None  # beam search only
 
 
 @dataclass
@@ -55,7 +56,12 @@ def _generate(target: Any, batch: dict[str, torch.Tensor], decoding: Any, **over
     torch.manual_seed(decoding.seed)
     with torch.no_grad():
         out = target.model.generate(**{k: v.to(target.device) for k, v in batch.items()}, generation_config=gen_config)
-    return Rerun(sequences=out.sequences.detach().cpu(), scores=stack_steps(out.scores))
+    seq_scores = getattr(out, "sequences_scores", None)
+    return Rerun(
+        sequences=out.sequences.detach().cpu(),
+        scores=stack_steps(out.scores),
+        sequences_scores=None if seq_scores is None else seq_scores.detach().float().cpu(),
+    )
 
 
 def collect_evidence(target: Any, record: GenerationRecord) -> Evidence:

@@ -274,3 +274,11 @@ def test_a_crash_inside_generate_is_an_error_result_and_other_checks_run(capsys,
     assert code == 1
     assert "generate() raised RuntimeError: CUDA error" in out
     assert "scores_have_no_nan_or_posinf" in out  # greedy still ran
+
+
+def test_bfloat16_runs_on_cpu_with_dtype_aware_tolerances(capsys, tmp_path: Path) -> None:
+    path = tmp_path / "bf16.json"
+    code, out, _ = run(capsys, "tiny:t5", "--dtype", "bfloat16", "--json", str(path))
+    assert code == 0, out
+    report = json.loads(path.read_text())
+    assert report["environment"]["dtype"] == "bfloat16"

@@ -34,6 +34,8 @@ def _teacher_forcing_drift(rec) -> None:  # noqa: ANN001
 def _solo_differs(rec) -> None:  # noqa: ANN001
     run = rec.evidence.solo[1]
     run.sequences[0, 2] = (run.sequences[0, 2] + 7) % rec.tokenizer_size
+    if run.sequences_scores is not None:  # a beam run that found another hypothesis scored it differently
+        run.sequences_scores[0] -= 0.5
 
 
 def _rerun_differs(rec) -> None:  # noqa: ANN001
