@@ -17,6 +17,7 @@ path as a user's checkpoint. Nothing here touches the network.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -28,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-ZOO_VERSION = "2"  # bump whenever building or calibration changes: cached checkpoints are keyed by it
+ZOO_VERSION = "3"  # bump whenever building or calibration changes: cached checkpoints are keyed by it
 
 _WORDS = (
     "the quick brown fox jumps over lazy dog a model rewrites sentences numbers appear too hello world "
@@ -654,6 +655,41 @@ def _calibrate_eos(model: Any, tokenizer: Any, recipe: Recipe) -> dict[str, Any]
     }
 
 
+_MAX_ATTEMPTS = 8
+
+
+def _behaviour(model: Any, tokenizer: Any) -> dict[str, Any]:
+    """How the model generates on the default check's inputs (greedy, min_length 6, 24 new tokens).
+
+    ``ok`` when at least 5 of 8 rows end with eos, padding follows eos in the batch, the rows end at
+    3 or more different lengths, and at least half of the outputs are distinct.
+    """
+    import torch
+
+    from .capture import DEFAULT_TEXTS  # the inputs the checks use, not only the calibration corpus
+
+    batch = tokenizer(list(DEFAULT_TEXTS), return_tensors="pt", padding=True, truncation=True, max_length=128)
+    with torch.no_grad():
+        out = model.generate(**batch, do_sample=False, num_beams=1, min_length=6, max_new_tokens=24)
+    eos = model.generation_config.eos_token_id
+    gen = out[:, 1:]
+    is_eos = torch.isin(gen, torch.tensor(eos if isinstance(eos, list) else [eos]))
+    finished = is_eos.any(dim=1)
+    before = (is_eos.int().cumsum(dim=1) - is_eos.int()) > 0
+    lengths = (~before).sum(dim=1)
+    n = gen.shape[0]
+    stats = {
+        "finished": int(finished.sum()),
+        "padding": bool(before.any()),
+        "lengths": len(set(lengths.tolist())),
+        "distinct": len({tuple(r.tolist()) for r in gen}),
+    }
+    ok = stats["finished"] >= (5 * n + 7) // 8 and stats["padding"] and stats["lengths"] >= 3
+    ok = ok and stats["distinct"] >= n // 2
+    score = stats["finished"] + stats["lengths"] + stats["distinct"] / n + (2 if stats["padding"] else 0)
+    return {**stats, "ok": bool(ok), "score": score}
+
+
 def _build(recipe: Recipe, out: Path) -> None:
     import torch
     import transformers
@@ -688,7 +724,6 @@ def _build(recipe: Recipe, out: Path) -> None:
     else:
         model = transformers.AutoModelForSeq2SeqLM.from_config(config)
     model.eval()
-    _scale_init(model, recipe.init_scale, recipe.seed)
     if "forced_bos_token" in gen:
         gen["forced_bos_token_id"] = tokenizer.convert_tokens_to_ids(gen.pop("forced_bos_token"))
     for key in ("decoder_start_token_id", "bos_token_id", "eos_token_id", "pad_token_id"):
@@ -699,7 +734,27 @@ def _build(recipe: Recipe, out: Path) -> None:
         setattr(model.generation_config, key, value)
     # Generation defaults of the checkpoint: tiny models are checked with explicit lengths.
     model.generation_config.max_length = None
-    stats = _calibrate_eos(model, tokenizer, recipe)
+    # The tokenizers library's BPE/WordPiece trainers are not deterministic on ties (their merge order
+    # depends on hash-map iteration), so the same recipe can give a slightly different tokenizer on
+    # another machine. Each attempt re-draws the weights with the next seed until the model behaves like
+    # a real one on the check's own inputs; the seed used is recorded next to the checkpoint.
+    best: tuple[int, dict[str, Any], dict[str, Any]] | None = None
+    for attempt in range(_MAX_ATTEMPTS):
+        seed = recipe.seed + attempt
+        _scale_init(model, recipe.init_scale, seed)
+        stats = _calibrate_eos(model, tokenizer, dataclasses.replace(recipe, seed=seed))
+        behaviour = _behaviour(model, tokenizer)
+        if behaviour["ok"]:
+            best = (seed, stats, behaviour)
+            break
+        if best is None or behaviour["score"] > best[2]["score"]:
+            best = (seed, stats, behaviour)
+    assert best is not None
+    seed, stats, behaviour = best
+    if seed != recipe.seed + attempt:  # the last attempt was not the best: rebuild the best one
+        _scale_init(model, recipe.init_scale, seed)
+        stats = _calibrate_eos(model, tokenizer, dataclasses.replace(recipe, seed=seed))
+    stats = {**stats, "seed": seed, "behaviour": behaviour}
     model.save_pretrained(str(out), safe_serialization=True)
     tokenizer.save_pretrained(str(out))
     (out / "ppinvariants-recipe.json").write_text(
