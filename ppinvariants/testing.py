@@ -666,21 +666,19 @@ def _behaviour(model: Any, tokenizer: Any) -> dict[str, Any]:
     """
     import torch
 
-    from .capture import DEFAULT_TEXTS  # the inputs the checks use, not only the calibration corpus
+    from .capture import DEFAULT_TEXTS, finished_mask  # the inputs the checks use, not only the calibration corpus
 
     batch = tokenizer(list(DEFAULT_TEXTS), return_tensors="pt", padding=True, truncation=True, max_length=128)
     with torch.no_grad():
         out = model.generate(**batch, do_sample=False, num_beams=1, min_length=6, max_new_tokens=24)
     eos = model.generation_config.eos_token_id
     gen = out[:, 1:]
-    is_eos = torch.isin(gen, torch.tensor(eos if isinstance(eos, list) else [eos]))
-    finished = is_eos.any(dim=1)
-    before = (is_eos.int().cumsum(dim=1) - is_eos.int()) > 0
-    lengths = (~before).sum(dim=1)
+    mask, finished = finished_mask(gen, tuple(eos if isinstance(eos, list) else [eos]))
+    lengths = mask.sum(dim=1)
     n = gen.shape[0]
     stats = {
         "finished": int(finished.sum()),
-        "padding": bool(before.any()),
+        "padding": bool((mask == 0).any()),
         "lengths": len(set(lengths.tolist())),
         "distinct": len({tuple(r.tolist()) for r in gen}),
     }
