@@ -338,20 +338,23 @@ def capture(
     texts: list[str],
     decoding: Decoding,
     *,
-    evidence: bool = True,
+    evidence: bool | str = True,
     keep_scores: bool = True,
     logits_processor: Any = None,
 ) -> GenerationRecord:
     """Run ``target.model.generate()`` on ``texts`` under ``decoding`` and return the record.
 
-    With ``evidence`` (the default) the model is also re-run as the consistency invariants need
-    (teacher forcing, each input alone, a permuted batch, a second run, gradients); see
-    :mod:`ppinvariants.evidence`. Without it those invariants skip.
+    With ``evidence`` (``True`` or ``"standard"``, the default, or ``"thorough"``) the model is also
+    re-run as the consistency invariants need (teacher forcing with gradients, a reversed and wider
+    padded batch, a second run; thorough adds each input alone and more); see
+    :func:`ppinvariants.evidence.collect_evidence`. With ``False`` those invariants skip.
     Without ``keep_scores`` generate() is not asked for step scores or logits (it would keep them
     all): ``scores`` and ``logits`` are :data:`NOT_KEPT` and ``transition_scores`` None; see
     :mod:`ppinvariants.streaming`. ``logits_processor`` is passed to generate() as given.
     """
     decoding.validate()
+    if evidence not in (True, False, "standard", "thorough"):
+        raise UsageError(f"evidence must be True, False, 'standard' or 'thorough', not {evidence!r}")
     model, tokenizer = target.model, target.tokenizer
     batch, truncated = encode(tokenizer, texts, model)
     batch = {k: v.to(target.device) for k, v in batch.items()}
@@ -404,5 +407,5 @@ def capture(
     if evidence:
         from .evidence import collect_evidence  # evidence reads records: imported here, not at the top
 
-        record.evidence = collect_evidence(target, record)
+        record.evidence = collect_evidence(target, record, "standard" if evidence is True else str(evidence))
     return record

@@ -45,6 +45,12 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="judge per-step invariants inside generate(), keeping no step scores (default: automatic by size)",
     )
+    c.add_argument(
+        "--thorough",
+        action="store_true",
+        help="re-run the model for every consistency check: each input alone, every decoding twice, top-1 "
+        "sampling, train mode, generate() with autograd (default: standard evidence, about 3x a bare generate)",
+    )
 
     st = sub.add_parser("selftest", help="inject faults into tiny models and show which invariants catch them")
     st.add_argument("--json", metavar="PATH", help="write the self-test table as JSON to PATH")
@@ -131,6 +137,7 @@ def _check(args: argparse.Namespace) -> int:
         allow_pickle=args.allow_pickle,
         progress=progress,
         streaming=args.streaming,
+        evidence="thorough" if args.thorough else "standard",
     )
     if progress:
         sys.stderr.write("\r\033[K")

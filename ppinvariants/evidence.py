@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from . import _compat
-from .rescoring import sequence_logprobs, teacher_forced_logits
+from .rescoring import generation_mask, teacher_forced_logits, token_logprobs
 
 if TYPE_CHECKING:
     from .capture import GenerationRecord
@@ -31,19 +31,36 @@ class Rerun:
     sequences_scores: torch.Tensor | None = None  # beam search only
 
 
+#: Evidence depths. ``standard`` is what a CI gate can afford: per decoding, one teacher-forced
+#: forward and backward pass and one more ``generate()`` call (see :func:`collect_evidence`);
+#: ``thorough`` re-runs everything.
+STANDARD = "standard"
+THOROUGH = "thorough"
+DEPTHS = (STANDARD, THOROUGH)
+
+#: Padding columns added to the reversed batch, so that every row is padded differently from the
+#: original batch (the longest input, unpadded there, gets this many).
+EXTRA_PADDING = 3
+
+_THOROUGH_ONLY = "collected only with thorough evidence (--thorough / --ppi-thorough / evidence='thorough')"
+
+
 @dataclass
 class Evidence:
+    depth: str = STANDARD
     teacher_forced_logits: torch.Tensor | None = None
-    solo: list[Rerun] | None = None  # one per input, generated alone
-    permuted: Rerun | None = None  # the batch in reversed order, rows mapped back
+    solo: list[Rerun] | None = None  # one per input, generated alone (thorough)
+    permuted: Rerun | None = None  # the batch reversed and padded wider, rows mapped back
     rerun: Rerun | None = None  # the same call again (determinism)
-    train_mode_differs: bool | None = None  # dropout on: reported, never failed
-    top1_sampling: torch.Tensor | None = None  # greedy records: do_sample with top_k=1
+    train_mode_differs: bool | None = None  # dropout on: reported, never failed (thorough)
+    top1_sampling: torch.Tensor | None = None  # greedy records: do_sample with top_k=1 (thorough)
     grad_logprob: torch.Tensor | None = None  # teacher-forced, with grad (value detached)
     grad_finite: bool | None = None
     grad_nonzero: bool | None = None
-    generate_grad_logprob: torch.Tensor | None = None  # from generate() run with autograd on
+    grad_scope: str = ""  # which parameters the gradient was taken with respect to
+    generate_grad_logprob: torch.Tensor | None = None  # from generate() run with autograd on (thorough)
     errors: dict[str, str] = field(default_factory=dict)  # re-runs that raised, by key
+    not_collected: dict[str, str] = field(default_factory=dict)  # re-runs left out at this depth, by key: why
 
 
 def _generate(target: Any, batch: dict[str, torch.Tensor], decoding: Any, **override: Any) -> Rerun:
@@ -64,18 +81,30 @@ def _generate(target: Any, batch: dict[str, torch.Tensor], decoding: Any, **over
     )
 
 
-def collect_evidence(target: Any, record: GenerationRecord) -> Evidence:
+def collect_evidence(target: Any, record: GenerationRecord, depth: str = STANDARD) -> Evidence:
     """Re-run the model as the consistency invariants need, for ``record``'s inputs and decoding.
+
+    Every depth: one teacher-forced forward pass with autograd on (its logits are the teacher-forced
+    evidence, its sequence log-prob the differentiable one) and, for greedy and beam search, the
+    batch reversed and padded :data:`EXTRA_PADDING` columns wider. ``standard`` takes the gradient
+    with respect to the input embedding matrices only (every path from the inputs to the log-prob
+    starts there, and it skips the weight gradients of every other layer) and re-runs for
+    determinism only under sampling, where seeded draws make it bite. ``thorough`` adds: the
+    gradient with respect to every parameter, a second run of every decoding, each input generated
+    alone, top-1 sampling against greedy search, a run in train mode, and greedy ``generate()``
+    with autograd on. What a depth leaves out is listed in ``Evidence.not_collected``.
 
     A re-run that raises (a NaN model crashing ``torch.multinomial``, say) is kept in
     ``Evidence.errors`` under its key; the invariant that needed it reports it as a violation.
     """
-    model, d = target.model, record.decoding
-    ev = Evidence()
+    if depth not in DEPTHS:
+        raise ValueError(f"evidence depth must be one of {DEPTHS}, not {depth!r}")
+    d = record.decoding
+    thorough = depth == THOROUGH
+    ev = Evidence(depth=depth)
     nrs = d.num_return_sequences
     ids = record.input_ids.repeat_interleave(nrs, dim=0)
     mask = record.attention_mask.repeat_interleave(nrs, dim=0)
-    eos = record.conventions.eos_token_ids
     batch = {"input_ids": record.input_ids, "attention_mask": record.attention_mask}
 
     def attempt(key: str, fn: Any) -> Any:
@@ -85,42 +114,72 @@ def collect_evidence(target: Any, record: GenerationRecord) -> Evidence:
             ev.errors[key] = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
             return None
 
-    def teacher_forcing() -> torch.Tensor:
-        with torch.no_grad():
-            return teacher_forced_logits(model, ids, mask, record.sequences).float().cpu()
+    def leave_out(key: str, why: str = _THOROUGH_ONLY) -> None:
+        ev.not_collected[key] = why
 
-    ev.teacher_forced_logits = attempt("teacher_forcing", teacher_forcing)
+    attempt("grad", lambda: _teacher_forcing_with_grad(target, record, ids, mask, ev, thorough))
+    if "grad" in ev.errors:  # the forward pass itself raised: the teacher-forced evidence is missing too
+        ev.errors["teacher_forcing"] = ev.errors["grad"]
     if not d.do_sample:
-        ev.solo = attempt("solo", lambda: _solo_runs(target, record))
         ev.permuted = attempt("permuted", lambda: _permuted_run(target, record))
-    ev.rerun = attempt("rerun", lambda: _generate(target, batch, d))
-    if ev.rerun is not None:
-        ev.rerun.rows = list(range(record.sequences.shape[0]))
+        if thorough:
+            ev.solo = attempt("solo", lambda: _solo_runs(target, record))
+        else:
+            leave_out("solo")
+    if thorough or d.do_sample:
+        ev.rerun = attempt("rerun", lambda: _generate(target, batch, d))
+        if ev.rerun is not None:
+            ev.rerun.rows = list(range(record.sequences.shape[0]))
+    else:
+        leave_out("rerun", "standard evidence re-runs only sampling for determinism; " + _THOROUGH_ONLY)
+    if not thorough:
+        for key in ("top1", "train_mode", "generate_grad"):
+            leave_out(key)
+        return ev
     if record.is_greedy:
         ev.top1_sampling = attempt(
             "top1", lambda: _generate(target, batch, dataclasses.replace(d, do_sample=True), top_k=1).sequences
         )
-    ev.train_mode_differs = attempt("train_mode", lambda: _train_mode_differs(target, batch, record))
-
-    def gradient() -> torch.Tensor:
-        # Differentiable sequence log-prob by teacher forcing; its gradient must reach the parameters.
-        model.zero_grad(set_to_none=True)
-        try:
-            with torch.enable_grad():
-                lp = sequence_logprobs(model, ids, mask, record.sequences, eos_token_ids=eos)
-                if lp.requires_grad:  # detached logits leave nothing to backpropagate: reported as no gradient
-                    lp.sum().backward()
-            grads = [p.grad for p in model.parameters() if p.grad is not None]
-            ev.grad_finite = bool(grads) and all(bool(torch.isfinite(g).all()) for g in grads)
-            ev.grad_nonzero = any(bool((g != 0).any()) for g in grads)
-        finally:
-            model.zero_grad(set_to_none=True)
-        return lp.detach().float().cpu()
-
-    ev.grad_logprob = attempt("grad", gradient)
-    if record.is_greedy:
         ev.generate_grad_logprob = attempt("generate_grad", lambda: _generate_grad_logprob(target, batch, record))
+    ev.train_mode_differs = attempt("train_mode", lambda: _train_mode_differs(target, batch, record))
     return ev
+
+
+def _embedding_weights(model: Any) -> list[torch.Tensor]:
+    """The input embedding matrices of the encoder and the decoder (one tensor when shared)."""
+    found: dict[int, torch.Tensor] = {}
+    for part in (model, getattr(model, "get_encoder", lambda: None)(), getattr(model, "get_decoder", lambda: None)()):
+        emb = getattr(part, "get_input_embeddings", lambda: None)() if part is not None else None
+        weight = getattr(emb, "weight", None)
+        if isinstance(weight, torch.Tensor) and weight.requires_grad:
+            found[id(weight)] = weight
+    return list(found.values())
+
+
+def _teacher_forcing_with_grad(
+    target: Any, record: GenerationRecord, ids: torch.Tensor, mask: torch.Tensor, ev: Evidence, thorough: bool
+) -> None:
+    """One teacher-forced pass with autograd on: fills the teacher-forced logits and the gradient evidence."""
+    model = target.model
+    if thorough:
+        params, ev.grad_scope = [p for p in model.parameters() if p.requires_grad], "every parameter"
+    else:
+        params, ev.grad_scope = _embedding_weights(model), "the input embeddings"
+        if not params:  # no embedding matrix found: fall back to every parameter
+            params, ev.grad_scope = [p for p in model.parameters() if p.requires_grad], "every parameter"
+    with torch.enable_grad():
+        logits = teacher_forced_logits(model, ids, mask, record.sequences)
+        chosen = token_logprobs(logits, record.sequences)
+        live = generation_mask(record.sequences, record.conventions.eos_token_ids).to(chosen.device)
+        lp = torch.where(live.bool(), chosen, torch.zeros_like(chosen)).sum(dim=1)
+        ev.teacher_forced_logits = logits.detach().float().cpu()
+        grads: list[torch.Tensor | None] = []
+        if lp.requires_grad and params:  # detached logits leave nothing to backpropagate: reported as no gradient
+            grads = list(torch.autograd.grad(lp.sum(), params, allow_unused=True))
+    present = [g for g in grads if g is not None]
+    ev.grad_finite = bool(present) and all(bool(torch.isfinite(g).all()) for g in present)
+    ev.grad_nonzero = any(bool((g != 0).any()) for g in present)
+    ev.grad_logprob = lp.detach().float().cpu()
 
 
 def _solo_runs(target: Any, record: GenerationRecord) -> list[Rerun]:
@@ -142,11 +201,26 @@ def _solo_runs(target: Any, record: GenerationRecord) -> list[Rerun]:
 
 
 def _permuted_run(target: Any, record: GenerationRecord) -> Rerun:
-    """The batch in reverse order, with ``rows`` mapping its rows back to the record's."""
+    """The batch in reverse order and :data:`EXTRA_PADDING` columns wider, ``rows`` mapping its rows back.
+
+    The extra columns are padding on the tokenizer's padding side, masked out, so every row sees
+    other neighbours and another amount of padding than in the record's batch. They are left out
+    when they would not fit the model's positions.
+    """
+    from .capture import _max_positions
+
     nrs = record.decoding.num_return_sequences
     order = list(range(record.input_ids.shape[0]))[::-1]
-    batch = {"input_ids": record.input_ids[order], "attention_mask": record.attention_mask[order]}
-    run = _generate(target, batch, record.decoding)
+    ids, mask = record.input_ids[order], record.attention_mask[order]
+    extra = EXTRA_PADDING if ids.shape[1] + EXTRA_PADDING <= _max_positions(target.tokenizer, target.model) else 0
+    pad_id = target.tokenizer.pad_token_id
+    if extra and pad_id is not None:
+        pad_ids = torch.full((ids.shape[0], extra), int(pad_id), dtype=ids.dtype)
+        pad_mask = torch.zeros((mask.shape[0], extra), dtype=mask.dtype)
+        left = target.tokenizer.padding_side == "left"
+        ids = torch.cat([pad_ids, ids] if left else [ids, pad_ids], dim=1)
+        mask = torch.cat([pad_mask, mask] if left else [mask, pad_mask], dim=1)
+    run = _generate(target, {"input_ids": ids, "attention_mask": mask}, record.decoding)
     run.rows = [o * nrs + j for o in order for j in range(nrs)]
     return run
 

@@ -76,6 +76,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--ppi-trust-remote-code", action="store_true", help="allow a checkpoint's own model code to run")
     group.addoption("--ppi-allow-pickle", action="store_true", help="allow pickle weights (pytorch_model.bin)")
     group.addoption(
+        "--ppi-thorough",
+        action="store_true",
+        help="ppi_capture collects thorough evidence: each input alone, every decoding twice, top-1 sampling, "
+        "train mode, generate() with autograd (default: standard evidence)",
+    )
+    group.addoption(
         "--ppi-regen",
         action="store_true",
         help="rewrite the snapshot files of ppi_snapshot instead of comparing against them",
@@ -187,15 +193,17 @@ def ppi_target(request: pytest.FixtureRequest) -> Target:
 
 
 @pytest.fixture
-def ppi_capture(ppi_target: Target) -> Callable[..., GenerationRecord]:
+def ppi_capture(ppi_target: Target, request: pytest.FixtureRequest) -> Callable[..., GenerationRecord]:
     """A function ``(texts, decoding=GREEDY, **kwargs) -> GenerationRecord`` that runs
-    :func:`ppinvariants.capture.capture` on the current target (``kwargs`` go to ``capture``).
+    :func:`ppinvariants.capture.capture` on the current target (``kwargs`` go to ``capture``;
+    ``evidence`` defaults to ``"thorough"`` under ``--ppi-thorough``, else ``"standard"``).
     Invalid inputs or decoding configs fail the test with a one-line message; an exception raised
     by ``generate()`` itself propagates with its traceback."""
     from .capture import GREEDY, capture
     from .errors import PPIError
 
     def _capture(texts: Sequence[str], decoding: Decoding = GREEDY, **kwargs: Any) -> GenerationRecord:
+        kwargs.setdefault("evidence", "thorough" if request.config.getoption("ppi_thorough") else "standard")
         try:
             return capture(ppi_target, list(texts), decoding, **kwargs)
         except PPIError as e:

@@ -21,12 +21,14 @@ def check_loaded(
     invariants: Iterable[Invariant] | None = None,
     progress: Progress | None = None,
     streaming: bool | None = None,
+    evidence: str = "standard",
 ) -> TargetReport:
     """Run every decoding on ``target`` and every invariant on each record.
 
     ``streaming``: judge the per-step invariants inside generate() and keep no step tensors (see
     :mod:`ppinvariants.streaming`); None chooses it per decoding when the projected stacked size
-    exceeds ``streaming.AUTO_THRESHOLD_BYTES``.
+    exceeds ``streaming.AUTO_THRESHOLD_BYTES``. ``evidence``: ``"standard"`` or ``"thorough"``
+    re-runs for the consistency invariants (see :func:`ppinvariants.evidence.collect_evidence`).
     """
     from . import streaming as _streaming  # imports the invariants registry: not at module import time
 
@@ -42,7 +44,7 @@ def check_loaded(
             if stream:
                 record, results = _streaming.run_streaming(target, list(texts), decoding, invs)
             else:
-                record, results = capture(target, list(texts), decoding), None
+                record, results = capture(target, list(texts), decoding, evidence=evidence), None
         except PPIError:
             raise
         except Exception as e:  # noqa: BLE001 - a crash in generate() is a finding, not a crash of ours
@@ -80,6 +82,7 @@ def check(
     allow_pickle: bool = False,
     progress: Progress | None = None,
     streaming: bool | None = None,
+    evidence: str = "standard",
 ) -> Report:
     """Load and check each target; a target that cannot be loaded gets status ``error``."""
     decodings = list(decodings)
@@ -102,6 +105,7 @@ def check(
                     invariants=invariants,
                     progress=progress,
                     streaming=streaming,
+                    evidence=evidence,
                 )
             )
         except PPIError as e:

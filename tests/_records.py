@@ -8,7 +8,7 @@ from ppinvariants.capture import BEAM, DEFAULT_TEXTS, GREEDY, SAMPLE, Generation
 from ppinvariants.targets import Target, load_target
 
 _TARGETS: dict[str, Target] = {}
-_RECORDS: dict[tuple[str, str], GenerationRecord] = {}
+_RECORDS: dict[tuple[str, str, str], GenerationRecord] = {}
 DECODINGS = {"greedy": GREEDY, "beam": BEAM, "sample": SAMPLE}
 
 
@@ -18,11 +18,14 @@ def tiny_target(arch: str) -> Target:
     return _TARGETS[arch]
 
 
-def healthy_record(arch: str, decoding: str) -> GenerationRecord:
-    """A fresh deep copy (tests may alter it) of the healthy record of ``arch`` under ``decoding``."""
-    key = (arch, decoding)
+def healthy_record(arch: str, decoding: str, evidence: str = "thorough") -> GenerationRecord:
+    """A fresh deep copy (tests may alter it) of the healthy record of ``arch`` under ``decoding``.
+
+    Thorough evidence by default, so that every consistency invariant has its re-runs to judge.
+    """
+    key = (arch, decoding, evidence)
     if key not in _RECORDS:
-        _RECORDS[key] = capture(tiny_target(arch), list(DEFAULT_TEXTS), DECODINGS[decoding])
+        _RECORDS[key] = capture(tiny_target(arch), list(DEFAULT_TEXTS), DECODINGS[decoding], evidence=evidence)
     rec = _RECORDS[key]
     tok, rec.tokenizer = rec.tokenizer, None
     try:

@@ -50,6 +50,21 @@ def test_check_passes_on_a_tiny_model_and_writes_the_json_shape(capsys, tmp_path
     assert "tiny:bart: PASS" in out
 
 
+def test_thorough_runs_the_checks_standard_evidence_skips(capsys, tmp_path: Path) -> None:
+    def statuses(*extra: str) -> dict[tuple[str, str], str]:
+        path = tmp_path / "r.json"
+        code, out, _ = run(capsys, "tiny:bart", "--json", str(path), *extra)
+        assert code == 0, out
+        results = json.loads(path.read_text())["targets"][0]["results"]
+        return {(r["invariant"], r["decoding"]): r["status"] for r in results}
+
+    standard, thorough = statuses(), statuses("--thorough")
+    for key in (("greedy_equals_top1_sampling", "greedy"), ("deterministic_in_eval_mode", "beam")):
+        assert standard[key] == "skip" and thorough[key] == "pass", key
+    assert standard[("deterministic_in_eval_mode", "sample")] == "pass"
+    assert standard[("batch_and_padding_invariance", "beam")] == "pass"
+
+
 def test_verbose_prints_the_conventions(capsys) -> None:
     code, out, _ = run(capsys, "tiny:mbart", "-v")
     assert code == 0
@@ -264,10 +279,10 @@ def test_a_crash_inside_generate_is_an_error_result_and_other_checks_run(capsys,
 
     real = runner.capture
 
-    def flaky(target, texts, decoding):  # noqa: ANN001
+    def flaky(target, texts, decoding, **kwargs):  # noqa: ANN001, ANN003
         if decoding.name == "beam":
             raise RuntimeError("CUDA error: device-side assert triggered")
-        return real(target, texts, decoding)
+        return real(target, texts, decoding, **kwargs)
 
     monkeypatch.setattr(runner, "capture", flaky)
     code, out, _ = run(capsys, "tiny:bart")

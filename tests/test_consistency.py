@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import pytest
+import torch
 from _records import healthy_record
 
-from ppinvariants.capture import BEAM, DEFAULT_TEXTS, GREEDY, capture
+from ppinvariants.capture import BEAM, DEFAULT_TEXTS, GREEDY, SAMPLE, capture
 from ppinvariants.invariants import REGISTRY
 from ppinvariants.targets import load_target
 
@@ -78,22 +79,95 @@ def test_fires_on_broken_evidence(name, decoding, break_it, expected) -> None:  
     assert all(v.message.startswith(name) for v in violations)
 
 
+BROKEN_MODELS = [
+    ("cache_drift", GREEDY, "standard", "teacher_forced_logprobs_match_generation", "differ from generation time"),
+    ("encoder_ignores_mask", GREEDY, "standard", "batch_and_padding_invariance", "reversed batch padded wider"),
+    ("encoder_ignores_mask", BEAM, "standard", "batch_and_padding_invariance", "reversed batch padded wider"),
+    ("encoder_ignores_mask", GREEDY, "thorough", "batch_and_padding_invariance", "generated alone"),
+    ("encoder_ignores_mask", BEAM, "thorough", "batch_and_padding_invariance", "generated alone"),
+    ("noisy_in_eval", SAMPLE, "standard", "deterministic_in_eval_mode", "second identical run"),
+    ("noisy_in_eval", GREEDY, "thorough", "deterministic_in_eval_mode", "second identical run"),
+    ("detached_logits", GREEDY, "standard", "sequence_logprob_is_differentiable", "gradient"),
+    ("detached_logits", GREEDY, "thorough", "sequence_logprob_is_differentiable", "gradient"),
+]
+
+
 @pytest.mark.parametrize(
-    ("factory", "decoding", "name", "expected"),
-    [
-        ("cache_drift", GREEDY, "teacher_forced_logprobs_match_generation", "differ from generation time"),
-        ("encoder_ignores_mask", GREEDY, "batch_and_padding_invariance", "generated alone"),
-        ("encoder_ignores_mask", BEAM, "batch_and_padding_invariance", "generated alone"),
-        ("noisy_in_eval", GREEDY, "deterministic_in_eval_mode", "second identical run"),
-        ("detached_logits", GREEDY, "sequence_logprob_is_differentiable", "gradient"),
-    ],
-    ids=["cache-drift", "encoder-ignores-mask-greedy", "encoder-ignores-mask-beam", "nondeterministic", "detached"],
+    ("factory", "decoding", "depth", "name", "expected"),
+    BROKEN_MODELS,
+    ids=[f"{b[0]}-{b[1].name}-{b[2]}" for b in BROKEN_MODELS],
 )
-def test_fires_on_a_broken_model(factory: str, decoding, name: str, expected: str) -> None:  # noqa: ANN001
+def test_fires_on_a_broken_model(factory: str, decoding, depth: str, name: str, expected: str) -> None:  # noqa: ANN001
     target = load_target(f"{FACTORIES}:{factory}")
-    rec = capture(target, list(DEFAULT_TEXTS), decoding)
+    rec = capture(target, list(DEFAULT_TEXTS), decoding, evidence=depth)
     violations = _check(name, rec)
     assert any(expected in v.message for v in violations), [v.message for v in violations]
+
+
+@pytest.mark.parametrize("decoding", ["greedy", "beam", "sample"])
+def test_standard_evidence_collects_one_rerun_and_names_what_it_leaves_out(decoding: str) -> None:
+    from ppinvariants.evidence import EXTRA_PADDING
+
+    rec = healthy_record("bart", decoding, evidence="standard")
+    ev = rec.evidence
+    assert ev.depth == "standard" and not ev.errors
+    assert ev.teacher_forced_logits is not None and ev.grad_logprob is not None
+    assert ev.grad_scope == "the input embeddings" and ev.grad_finite and ev.grad_nonzero
+    assert ev.solo is None and ev.top1_sampling is None and ev.train_mode_differs is None
+    assert ev.generate_grad_logprob is None
+    assert {"top1", "train_mode", "generate_grad"} <= set(ev.not_collected)
+    assert ("solo" in ev.not_collected) == (decoding != "sample")
+    if decoding == "sample":  # sampling: a second run for determinism, no batch re-layout (exempt)
+        assert ev.rerun is not None and ev.permuted is None
+    else:
+        assert ev.rerun is None and "rerun" in ev.not_collected
+        assert ev.permuted is not None
+        # the reversed batch maps back to the record's rows, in reverse order
+        assert sorted(ev.permuted.rows) == list(range(rec.sequences.shape[0]))
+        assert ev.permuted.rows[0] >= ev.permuted.rows[-1]
+    assert EXTRA_PADDING > 0
+
+
+def test_standard_evidence_skips_with_the_way_to_get_it() -> None:
+    from ppinvariants.invariants import run_invariants
+
+    rec = healthy_record("bart", "greedy", evidence="standard")
+    results = {r.invariant: r for r in run_invariants(rec, [REGISTRY[n] for n in CONSISTENCY])}
+    for name in ("deterministic_in_eval_mode", "greedy_equals_top1_sampling"):
+        assert results[name].status == "skip" and "--thorough" in results[name].reason, results[name]
+    for name in ("teacher_forced_logprobs_match_generation", "batch_and_padding_invariance"):
+        assert results[name].status == "pass", results[name]
+    assert results["sequence_logprob_is_differentiable"].status == "pass"
+
+
+def test_permuted_run_pads_every_row_differently(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The reversed batch is EXTRA_PADDING columns wider, all of them masked padding."""
+    import ppinvariants.evidence as evidence_mod
+
+    seen = []
+    real = evidence_mod._generate
+
+    def spy(target, batch, decoding, **override):  # noqa: ANN001, ANN003, ANN202
+        seen.append({k: v.clone() for k, v in batch.items()})
+        return real(target, batch, decoding, **override)
+
+    monkeypatch.setattr(evidence_mod, "_generate", spy)
+    rec = healthy_record("bart", "greedy", evidence="standard")
+    target = load_target("tiny:bart")
+    evidence_mod.collect_evidence(target, rec, "standard")
+    [batch] = seen
+    width = rec.input_ids.shape[1]
+    assert batch["input_ids"].shape[1] == width + evidence_mod.EXTRA_PADDING
+    assert torch.equal(batch["attention_mask"].sum(dim=1), rec.attention_mask.flip(0).sum(dim=1))
+    assert torch.equal(batch["input_ids"][:, :width], rec.input_ids.flip(0))
+    assert bool((batch["input_ids"][:, width:] == target.tokenizer.pad_token_id).all())
+
+
+def test_unknown_evidence_depth_is_a_usage_error() -> None:
+    from ppinvariants.errors import UsageError
+
+    with pytest.raises(UsageError, match="evidence must be"):
+        capture(load_target("tiny:bart"), list(DEFAULT_TEXTS), GREEDY, evidence="deep")
 
 
 def test_train_mode_difference_is_reported_not_failed() -> None:

@@ -61,6 +61,7 @@ def test_options_ini_key_and_markers_are_listed(pytester: pytest.Pytester) -> No
             "*--ppi-model=TARGET*",
             "*--ppi-device=DEVICE*",
             "*--ppi-dtype=DTYPE*",
+            "*--ppi-thorough*",
             "*ppi_models (linelist)*",
         ]
     )
@@ -181,6 +182,23 @@ def test_fixtures_from_a_user_test_file(pytester: pytest.Pytester) -> None:
     assert "context: " in out and "reproduce: target=" in out
     assert f"cannot load target {missing}: {missing}: no such checkpoint directory" in out
     assert "Traceback" not in out and "def test_my_model" not in out
+
+
+def test_ppi_thorough_makes_ppi_capture_collect_thorough_evidence(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.ppi_default_targets("tiny:bart")
+        def test_depth(ppi_capture, request):
+            record = ppi_capture(["Hello world.", "A longer input sentence here."])
+            expected = "thorough" if request.config.getoption("ppi_thorough") else "standard"
+            assert record.evidence.depth == expected
+            assert (record.evidence.solo is not None) == (expected == "thorough")
+        """
+    )
+    pytester.runpytest_subprocess("-p", "no:cacheprovider").assert_outcomes(passed=1)
+    pytester.runpytest_subprocess("-p", "no:cacheprovider", "--ppi-thorough").assert_outcomes(passed=1)
 
 
 def test_shipped_suite_passes_on_a_tiny_model(pytester: pytest.Pytester) -> None:

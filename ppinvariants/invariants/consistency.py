@@ -19,11 +19,18 @@ class _RerunFailed(Exception):  # noqa: N818
         super().__init__(f"re-running the model for this check ({key}) raised {error}")
 
 
-def _evidence(record: GenerationRecord, *keys: str):  # noqa: ANN202 - an Evidence
-    """The record's evidence; raises if absent (skip) or if a re-run it needs crashed (a violation)."""
+def _evidence(record: GenerationRecord, *keys: str, optional: tuple[str, ...] = ()):  # noqa: ANN202 - an Evidence
+    """The record's evidence; raises if absent (skip) or if a re-run it needs crashed (a violation).
+
+    ``keys`` are the re-runs the check needs: one left out at the record's evidence depth skips the
+    check. ``optional`` ones are used when present; only their crashes are reported.
+    """
     if record.evidence is None:
         raise NotApplicable("captured without evidence (capture(..., evidence=False))")
     for key in keys:
+        if key in record.evidence.not_collected:
+            raise NotApplicable(record.evidence.not_collected[key])
+    for key in (*keys, *optional):
         if key in record.evidence.errors:
             raise _RerunFailed(key, record.evidence.errors[key])
     return record.evidence
@@ -194,28 +201,31 @@ def _compare_rerun(  # noqa: ANN001
 @invariant("consistency")
 @_reports_rerun_failures
 def batch_and_padding_invariance(record: GenerationRecord) -> list[Violation]:
-    """Each input generated alone gives the same tokens as inside the padded batch, also with the batch reversed.
+    """Each input gives the same tokens in the batch reversed and padded wider (and, thorough, alone).
 
     Padding is masked out of attention, so a row's output must not depend on its neighbours or on
     how much padding it received; a difference means the attention mask is ignored somewhere
-    (encoder, cross-attention, position ids). Sampling is exempt: its random draws depend on the
+    (encoder, cross-attention, position ids). The reversed batch gets
+    :data:`ppinvariants.evidence.EXTRA_PADDING` more padding columns, so every row (the unpadded
+    longest input too) is padded differently there; thorough evidence also generates each input
+    alone, without padding. Sampling is exempt: its random draws depend on the
     batch layout. A first divergence between two tokens whose log-probs are within the dtype's
     tolerance is a tie at that precision (padding changes the kernels' rounding), not a violation.
     """
     name = "batch_and_padding_invariance"
-    ev = _evidence(record, "solo", "permuted")
-    if ev.solo is None:
+    if record.decoding.do_sample:
         raise NotApplicable("sampling draws depend on the batch layout")
+    ev = _evidence(record, "permuted", optional=("solo",))
     parts = [
         _compare_rerun(record, name, "generated alone, the input gives another token", run, run.rows, near_ties=True)
-        for run in ev.solo
+        for run in ev.solo or []
     ]
     if ev.permuted is not None:
         parts.append(
             _compare_rerun(
                 record,
                 name,
-                "in the reversed batch, the input gives another token",
+                "in the reversed batch padded wider, the input gives another token",
                 ev.permuted,
                 ev.permuted.rows,
                 near_ties=True,
@@ -237,8 +247,9 @@ def deterministic_in_eval_mode(record: GenerationRecord) -> list[Violation]:
     """Two runs in eval mode with the same seed give identical tokens and scores.
 
     A checkpoint used as a CI gate must be reproducible; a difference means dropout is active in
-    eval mode, or a nondeterministic kernel changes results. (Whether train mode differs is
-    reported, not failed.)
+    eval mode, or a nondeterministic kernel changes results. Standard evidence re-runs sampling
+    only (seeded draws are where it bites); thorough evidence re-runs every decoding and reports,
+    never fails, whether train mode differs.
     """
     name = "deterministic_in_eval_mode"
     ev = _evidence(record, "rerun")
@@ -295,6 +306,10 @@ def greedy_equals_top1_sampling(record: GenerationRecord) -> list[Violation]:
     )
 
 
+def _scope(ev) -> str:  # noqa: ANN001 - an Evidence
+    return f"with respect to {ev.grad_scope}" if ev.grad_scope else "with respect to the parameters"
+
+
 @invariant("consistency")
 @_reports_rerun_failures
 def sequence_logprob_is_differentiable(record: GenerationRecord) -> list[Violation]:
@@ -302,12 +317,14 @@ def sequence_logprob_is_differentiable(record: GenerationRecord) -> list[Violati
 
     Reinforcement learning on generations needs ``log p(y | x)`` with gradient: computed by
     teacher-forced rescoring (:func:`ppinvariants.rescoring.sequence_logprobs`) and, in greedy
-    search, by ``generate()`` run with autograd on; both must equal the masked sum of the
-    generation-time raw-logit log-probs, and backpropagate a usable gradient. Detached logits,
+    search with thorough evidence, by ``generate()`` run with autograd on; both must equal the
+    masked sum of the generation-time raw-logit log-probs, and backpropagate a finite gradient that
+    is not all zero: with respect to the input embedding matrices (standard evidence: every path
+    from the inputs to the log-prob starts there) or every parameter (thorough). Detached logits,
     a wrong mask or a shifted gather break it.
     """
     name = "sequence_logprob_is_differentiable"
-    ev = _evidence(record, "grad", "generate_grad")
+    ev = _evidence(record, "grad", optional=("generate_grad",))
     raw = torch.log_softmax(_raw_logits_per_row(record), dim=-1)
     tokens = generated_tokens(record)
     chosen = raw.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
@@ -337,7 +354,7 @@ def sequence_logprob_is_differentiable(record: GenerationRecord) -> list[Violati
                 make(
                     record,
                     name,
-                    "gradient of the sequence log-prob is missing or not finite",
+                    f"gradient of the sequence log-prob ({_scope(ev)}) is missing or not finite",
                     expected="finite",
                     found="non-finite or none",
                 )
@@ -349,7 +366,7 @@ def sequence_logprob_is_differentiable(record: GenerationRecord) -> list[Violati
                 make(
                     record,
                     name,
-                    "gradient of the sequence log-prob is zero everywhere (logits detached?)",
+                    f"gradient of the sequence log-prob ({_scope(ev)}) is zero everywhere (logits detached?)",
                     expected="non-zero",
                     found="all zero",
                 )
