@@ -7,6 +7,7 @@ generated token to the score row that produced it, the padding mask, chosen-toke
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -163,6 +164,30 @@ class GenerationRecord:
     evidence: Any = field(default=None, repr=False)  # ppinvariants.evidence.Evidence, when collected
     # Streaming mode: chosen-token log-probs [rows, steps] accumulated during generation (scores is NOT_KEPT).
     streamed_chosen: torch.Tensor | None = field(default=None, repr=False)
+    # Tensors derived from the step tensors, computed once for all invariants: see derived().
+    _derived: dict[str, tuple[tuple[Any, ...], tuple[int, ...], torch.Tensor]] = field(
+        default_factory=dict, repr=False, compare=False
+    )
+
+    def derived(self, key: str, sources: tuple[Any, ...], fn: Callable[[], torch.Tensor]) -> torch.Tensor:
+        """``fn()``, computed once per ``key`` while ``sources`` are the same, unmodified tensors.
+
+        Several invariants need the same vocabulary-wide tensor (the step log-probs, say); this
+        computes it once. The entry is recomputed when a source is replaced or changed in place
+        (``Tensor._version`` counts in-place writes), so an altered record is never judged on stale
+        values. :func:`ppinvariants.invariants.run_invariants` empties the cache when it is done.
+        """
+        versions = tuple(getattr(src, "_version", 0) for src in sources)
+        hit = self._derived.get(key)
+        if hit is not None and hit[1] == versions and [id(a) for a in hit[0]] == [id(b) for b in sources]:
+            return hit[2]  # ids are safe to compare: the entry holds its sources, so none was freed
+        value = fn()
+        self._derived[key] = (sources, versions, value)
+        return value
+
+    def forget_derived(self) -> None:
+        """Free the tensors :meth:`derived` keeps."""
+        self._derived.clear()
 
     # -- shape facts -------------------------------------------------------------------------
     @property
@@ -266,6 +291,16 @@ def log_probs(scores: torch.Tensor) -> torch.Tensor:
     return torch.log_softmax(scores.float(), dim=-1)
 
 
+def score_logprobs(record: GenerationRecord) -> torch.Tensor:
+    """``log_softmax`` of the record's step scores, ``[score_rows, steps, V]``, computed once per record."""
+    return record.derived("score_logprobs", (record.scores,), lambda: log_probs(record.scores))
+
+
+def score_probs(record: GenerationRecord) -> torch.Tensor:
+    """``softmax`` of the record's step scores (``exp`` of :func:`score_logprobs`), computed once per record."""
+    return record.derived("score_probs", (record.scores,), lambda: score_logprobs(record).exp())
+
+
 def step_logprobs(record: GenerationRecord, scores: torch.Tensor | None = None) -> torch.Tensor:
     """Per-step log-probs as the decoding defines them, ``[score_rows, steps, V]``.
 
@@ -273,8 +308,9 @@ def step_logprobs(record: GenerationRecord, scores: torch.Tensor | None = None) 
     Beam search returns processed *log-probs* (log_softmax, then the processors): they are used
     as they are, since that is what beam scores add up (no renormalisation after ``-inf`` masks).
     """
-    s = (record.scores if scores is None else scores).float()
-    return s if record.is_beam else log_probs(s)
+    if scores is None:
+        return record.scores.float() if record.is_beam else score_logprobs(record)
+    return scores.float() if record.is_beam else log_probs(scores)
 
 
 def chosen_logprobs(record: GenerationRecord, scores: torch.Tensor | None = None) -> torch.Tensor:
@@ -286,10 +322,22 @@ def chosen_logprobs(record: GenerationRecord, scores: torch.Tensor | None = None
     """
     if scores is None and record.scores is NOT_KEPT and record.streamed_chosen is not None:
         return record.streamed_chosen
-    lp = step_logprobs(record, scores)
+    if scores is not None:
+        return _gather_chosen(record, step_logprobs(record, scores))
+    sources = (record.scores, record.sequences, record.beam_indices)
+    return record.derived("chosen_logprobs", sources, lambda: _gather_chosen(record, step_logprobs(record)))
+
+
+def _gather_chosen(record: GenerationRecord, lp: torch.Tensor) -> torch.Tensor:
     rows = score_rows(record).clamp(min=0)
-    per_step = lp.gather(0, rows.unsqueeze(-1).expand(-1, -1, lp.shape[-1]))  # [rows, steps, V]
-    return per_step.gather(-1, generated_tokens(record).unsqueeze(-1)).squeeze(-1)
+    tokens = generated_tokens(record)
+    if tokens.shape[1] > lp.shape[1]:
+        raise ValueError(f"{tokens.shape[1]} generated tokens per row but scores for {lp.shape[1]} steps")
+    steps = torch.arange(tokens.shape[1])[None, :]
+    # One gather over the flattened [score_rows * steps * V] log-probs (row r, step t, token v sits at
+    # (r * steps + t) * V + v): no [rows, steps, V] copy of the beam-re-indexed scores is made.
+    flat = (rows * lp.shape[1] + steps) * lp.shape[2] + tokens
+    return lp.reshape(-1).gather(0, flat.reshape(-1)).reshape(tokens.shape)
 
 
 def masked_sum(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

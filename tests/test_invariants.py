@@ -206,3 +206,24 @@ def test_known_issue_is_matched_narrowly() -> None:
     _token_after_eos(rec2)
     results2 = {r.invariant: r for r in run_invariants(rec2)}
     assert results2["only_pad_after_eos"].status == "fail"
+
+
+def test_derived_tensors_follow_in_place_changes_and_are_freed_after_the_run() -> None:
+    """The per-record cache of vocabulary-wide tensors never serves values of an altered record."""
+    from ppinvariants.capture import chosen_logprobs, score_logprobs
+
+    rec = healthy_record("bart", "greedy", evidence="standard")
+    first = score_logprobs(rec)
+    assert score_logprobs(rec) is first  # computed once
+    before = chosen_logprobs(rec).clone()
+    token = int(rec.sequences[0, 3])  # the token chosen at step 2 (step 0 may be forced: all -inf but one)
+    rec.scores[0, 2, token] -= 3.0  # changed in place: recomputed
+    assert not torch.equal(score_logprobs(rec)[0, 2], first[0, 2])
+    assert chosen_logprobs(rec)[0, 2] < before[0, 2]
+    seq = rec.sequences.clone()
+    seq[1, 1] = (seq[1, 1] + 1) % rec.tokenizer_size
+    cached = chosen_logprobs(rec)
+    rec.sequences = seq  # replaced: recomputed
+    assert chosen_logprobs(rec)[1, 0] != cached[1, 0]
+    run_invariants(rec, [REGISTRY["softmax_rows_sum_to_one"]])
+    assert rec._derived == {}

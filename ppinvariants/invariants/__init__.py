@@ -45,6 +45,15 @@ def run_invariants(
 ) -> list[Result]:
     """Run each invariant on ``record``: ``pass``, ``fail``, ``skip`` (not applicable), ``xfail``
     (every violation matches one known upstream issue) or ``error`` (the check itself crashed)."""
+    try:
+        return _run(record, invariants, known_issues)
+    finally:
+        record.forget_derived()  # the vocabulary-wide tensors shared by the checks
+
+
+def _run(
+    record: GenerationRecord, invariants: Iterable[Invariant] | None, known_issues: Iterable[KnownIssue]
+) -> list[Result]:
     results = []
     known = list(known_issues)
     for inv in invariants or ALL:

@@ -59,6 +59,14 @@ def _raw_logits_per_row(record: GenerationRecord) -> torch.Tensor:
     return record.logits[rows, steps]
 
 
+def _raw_logprobs_per_row(record: GenerationRecord) -> torch.Tensor:
+    """``log_softmax`` of :func:`_raw_logits_per_row`, computed once per record."""
+    sources = (record.logits, record.sequences, record.beam_indices)
+    return record.derived(
+        "raw_logprobs_per_row", sources, lambda: torch.log_softmax(_raw_logits_per_row(record).float(), dim=-1)
+    )
+
+
 def _live(record: GenerationRecord) -> torch.Tensor:
     mask, _ = finished_mask(generated_tokens(record), record.conventions.eos_token_ids)
     return mask.bool()
@@ -77,7 +85,7 @@ def teacher_forced_logprobs_match_generation(record: GenerationRecord) -> list[V
     """
     name = "teacher_forced_logprobs_match_generation"
     ev = _evidence(record, "teacher_forcing")
-    gen = torch.log_softmax(_raw_logits_per_row(record), dim=-1)
+    gen = _raw_logprobs_per_row(record)
     tf = torch.log_softmax(ev.teacher_forced_logits, dim=-1)
     tokens = generated_tokens(record)
     live = _live(record)
@@ -325,7 +333,7 @@ def sequence_logprob_is_differentiable(record: GenerationRecord) -> list[Violati
     """
     name = "sequence_logprob_is_differentiable"
     ev = _evidence(record, "grad", optional=("generate_grad",))
-    raw = torch.log_softmax(_raw_logits_per_row(record), dim=-1)
+    raw = _raw_logprobs_per_row(record)
     tokens = generated_tokens(record)
     chosen = raw.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
     reference = masked_sum(chosen, _live(record))

@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from ..capture import GenerationRecord, log_probs
+from ..capture import GenerationRecord, score_probs
 from ..report import Violation
 from ._base import from_positions, invariant, make, merge
 
@@ -21,7 +21,9 @@ def scores_have_no_nan_or_posinf(record: GenerationRecord) -> list[Violation]:
     name = "scores_have_no_nan_or_posinf"
     parts = []
     s = record.scores
-    bad = (torch.isnan(s) | torch.isposinf(s)).nonzero()
+    # max() propagates NaN: a finite maximum proves no NaN and no +inf in one pass, without a mask.
+    clean = s.numel() == 0 or bool(torch.isfinite(s.max()))
+    bad = torch.empty(0, 3, dtype=torch.long) if clean else (torch.isnan(s) | torch.isposinf(s)).nonzero()
     parts.append(
         from_positions(
             bad,
@@ -40,7 +42,8 @@ def scores_have_no_nan_or_posinf(record: GenerationRecord) -> list[Violation]:
     )
     if record.logits is not None:
         lg = record.logits
-        bad = (~torch.isfinite(lg)).nonzero()
+        clean = lg.numel() == 0 or all(bool(torch.isfinite(x)) for x in torch.aminmax(lg))  # NaN propagates too
+        bad = torch.empty(0, 3, dtype=torch.long) if clean else (~torch.isfinite(lg)).nonzero()
         parts.append(
             from_positions(
                 bad,
@@ -68,7 +71,7 @@ def softmax_rows_sum_to_one(record: GenerationRecord) -> list[Violation]:
     from or score with; generate() would pick an arbitrary token there.
     """
     name = "softmax_rows_sum_to_one"
-    sums = log_probs(record.scores).exp().sum(dim=-1)
+    sums = score_probs(record).sum(dim=-1)
     bad = (~((sums - 1).abs() <= record.tolerance)).nonzero()  # NaN compares False: caught
     return from_positions(
         bad,
@@ -93,11 +96,8 @@ def step_entropy_within_bounds(record: GenerationRecord) -> list[Violation]:
     outside means the scores are not a valid distribution (NaN, wrong axis normalised).
     """
     name = "step_entropy_within_bounds"
-    lp = log_probs(record.scores)
-    p = lp.exp()
-    # 0 * log 0 is 0 by convention; NaN in lp stays NaN and is reported.
-    terms = torch.where(p > 0, -p * lp, torch.where(torch.isnan(lp), lp, torch.zeros_like(lp)))
-    h = terms.sum(dim=-1)
+    # xlogy(p, p) is p * log p with 0 * log 0 = 0 (the convention) and NaN kept (then reported).
+    h = -torch.special.xlogy(score_probs(record), score_probs(record)).sum(dim=-1)
     upper = math.log(record.scores.shape[-1])
     tol = record.tolerance
     bad = (~((h >= -tol) & (h <= upper + tol))).nonzero()
