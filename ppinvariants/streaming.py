@@ -11,7 +11,10 @@ no step tensor outlives its step. What is kept across steps:
   the chosen token as ``input_ids[:, -1]``; the last step's tokens come from the returned sequences;
 * in beam search, per beam row and step, the top ``beams_to_keep`` log-probs and their ids: every
   token beam search can select at a step is among them (it ranks ``log-prob + beam score``, constant
-  within a row); the returned hypotheses read theirs through ``beam_indices``;
+  within a row); the returned hypotheses read theirs through ``beam_indices``, or, where generate()
+  returns none (transformers 4.x without ``output_scores``), through the beam rows reconstructed by
+  matching each hypothesis' prefixes against a per step and beam row fingerprint of ``input_ids``
+  (:func:`beam_lineage`);
 * per row and step a few scalars (chosen log-prob, chosen score, best score and id);
 * per check the first :data:`~ppinvariants.invariants._base.MAX_KEPT` violations in the order the
   record-based checks report them (row, step, token), and the total count.
@@ -147,6 +150,61 @@ def history_banned(ids: torch.Tensor, gc: dict[str, Any], vocab: int) -> torch.T
     return banned
 
 
+#: ``(base, modulus)`` of the two polynomial hashes in :func:`prefix_fingerprints`. Both moduli are
+#: primes below 2**31, so every product of two residues fits in int64, and ``h1 * m2 + h2`` does too.
+_HASHES: tuple[tuple[int, int], ...] = ((911_382_323, 2_147_483_647), (972_663_749, 1_000_000_007))
+
+
+def _powers(n: int, base: int, mod: int, device: Any = None) -> torch.Tensor:
+    """``[n]`` int64: ``base**i % mod`` for ``i < n``, by square-and-multiply over the bits of ``i``."""
+    exp = torch.arange(n, dtype=torch.long, device=device)
+    out = torch.ones(n, dtype=torch.long, device=device)
+    b = base % mod
+    for bit in range(max(n - 1, 0).bit_length()):
+        out = torch.where((exp >> bit) & 1 == 1, out * b % mod, out)
+        b = b * b % mod
+    return out
+
+
+def prefix_fingerprints(ids: torch.Tensor) -> torch.Tensor:
+    """``[rows, L]`` int64: column ``t`` fingerprints the prefix ``ids[:, : t + 1]``.
+
+    Two polynomial hashes ``sum_{i <= t} (ids[:, i] + 1) * base**i mod modulus`` (one cumulative sum
+    over the columns each, :data:`_HASHES`), packed as ``h1 * modulus2 + h2``. Equal prefixes have
+    equal fingerprints; different prefixes of the same length share one only if both hashes collide.
+    """
+    ids = ids.long()
+    key = torch.zeros_like(ids)
+    for base, mod in _HASHES:
+        terms = (ids + 1) % mod * _powers(ids.shape[1], base, mod, ids.device)[None, :] % mod
+        key = key * mod + terms.cumsum(dim=1) % mod  # each term < 2**31: the sum fits for L < 2**32
+    return key
+
+
+def beam_lineage(
+    history: torch.Tensor, sequences: torch.Tensor, num_beams: int, num_return_sequences: int
+) -> torch.Tensor:
+    """For each returned row and step, the beam row that chose its token, ``[rows, steps]``; ``-1`` where none did.
+
+    ``history`` is ``[calls, batch * num_beams]``: the fingerprint (:func:`prefix_fingerprints`) of
+    each beam row's ``input_ids`` at each logits-processor call, call ``t`` seeing the decoder start
+    and ``t`` tokens. ``sequences`` are the returned ``[batch * num_return_sequences, 1 + steps]``.
+    Returned row ``r`` (input ``r // num_return_sequences``) chose its token at step ``t`` from the
+    beam row of its own input whose history at call ``t`` is ``sequences[r, : t + 1]``: the first
+    such row (rows with equal histories have equal scores), else ``-1`` (after the hypothesis ended:
+    its prefix then holds eos, which live beam rows do not); steps beyond the last call are ``-1``
+    too. On the tiny models this equals generate()'s ``beam_indices`` (tests/test_streaming.py).
+    """
+    rows, steps = sequences.shape[0], sequences.shape[1] - 1
+    calls = min(steps, history.shape[0])
+    want = prefix_fingerprints(sequences.cpu())[:, :calls]  # [rows, calls]
+    group = torch.arange(rows) // num_return_sequences
+    beams = history[:calls].cpu().reshape(calls, -1, num_beams)[:, group, :].transpose(0, 1)  # [rows, calls, beams]
+    hit = beams == want[:, :, None]
+    found = torch.where(hit.any(dim=-1), group[:, None] * num_beams + hit.int().argmax(dim=-1), -1)
+    return torch.cat([found, torch.full((rows, steps - calls), -1, dtype=found.dtype)], dim=1)
+
+
 @dataclass
 class _Shape:
     """What :func:`required_neg_inf` and the record's properties read, without step tensors (``scores`` on ``meta``)."""
@@ -204,6 +262,7 @@ class StreamingMonitor(LogitsProcessor):
         self.best_id: list[torch.Tensor] = []
         self.top_vals: list[torch.Tensor] = []
         self.top_ids: list[torch.Tensor] = []
+        self.history_keys: list[torch.Tensor] = []  # beam: [beam rows] fingerprint of input_ids per call
         self.generate_asked_for_scores: bool | None = None
 
     # -- inside generate() ------------------------------------------------------------------
@@ -270,6 +329,8 @@ class StreamingMonitor(LogitsProcessor):
             top = s.topk(k, dim=-1)  # beam search's processed scores are its log-probs (as the record reads them)
             self.top_vals.append(top.values.cpu())
             self.top_ids.append(top.indices.cpu())
+            # 4.x returns no beam_indices without output_scores: keep what reconstructs them (beam_lineage)
+            self.history_keys.append(prefix_fingerprints(input_ids)[:, -1].cpu())
         self.step += 1
 
     def _settle(self, tokens: torch.Tensor) -> None:
@@ -313,7 +374,15 @@ class StreamingMonitor(LogitsProcessor):
     def retained_bytes(self) -> dict[str, int]:
         """Bytes held now: ``per_step`` (O(rows x V): the previous step) and ``scalars`` (O(rows x steps x beams))."""
         per_step = sum(t.numel() * t.element_size() for t in (self.prev_lp, self.prev_scores) if t is not None)
-        lists = (self.chosen_lp, self.chosen_score, self.best, self.best_id, self.top_vals, self.top_ids)
+        lists = (
+            self.chosen_lp,
+            self.chosen_score,
+            self.best,
+            self.best_id,
+            self.top_vals,
+            self.top_ids,
+            self.history_keys,
+        )
         scalars = sum(t.numel() * t.element_size() for seq in lists for t in seq)
         return {"per_step": per_step, "scalars": scalars}
 
@@ -329,7 +398,7 @@ class StreamingMonitor(LogitsProcessor):
         steps = tokens.shape[1]
         if self.rows_match and self.chosen_lp:
             record.streamed_chosen = torch.stack(self.chosen_lp, dim=1)[:, :steps]
-        elif self.is_beam and self.top_ids and record.beam_indices is not None:
+        elif self.is_beam and self.top_ids:
             record.streamed_chosen = self._beam_chosen(record, tokens)
         out: dict[str, list[Any] | NotApplicable] = {}
         k = self.kept
@@ -408,8 +477,29 @@ class StreamingMonitor(LogitsProcessor):
             )
         return out
 
+    def beam_rows(self, record: GenerationRecord) -> torch.Tensor:
+        """For each returned row and step, the beam row that chose the token, ``[rows, steps]`` (``-1`` after the end).
+
+        :func:`~ppinvariants.capture.score_rows` (generate()'s ``beam_indices``) when the record
+        has them, else :meth:`reconstructed_beam_rows`.
+        """
+        if record.beam_indices is not None:
+            return score_rows(record)
+        return self.reconstructed_beam_rows(record)
+
+    def reconstructed_beam_rows(self, record: GenerationRecord) -> torch.Tensor:
+        """:func:`beam_lineage` of the record's sequences on the fingerprints kept per call, ``[rows, steps]``."""
+        rows, steps = record.sequences.shape[0], record.sequences.shape[1] - 1
+        if not self.history_keys:
+            return torch.full((rows, steps), -1, dtype=torch.long)
+        history = torch.stack(self.history_keys)
+        return beam_lineage(history, record.sequences, self.decoding.num_beams, self.decoding.num_return_sequences)
+
     def _beam_chosen(self, record: GenerationRecord, tokens: torch.Tensor) -> torch.Tensor:
         """Chosen-token log-probs of the returned hypotheses from the per-step top-k, ``[rows, steps]``.
+
+        The top-k row of each returned row and step is :meth:`beam_rows` (``-1`` read as row 0, as
+        :func:`~ppinvariants.capture.chosen_logprobs` does; those positions are masked by the checks).
 
         A token missing from its row's top-k has a log-prob at most the k-th: ``-inf`` when that is
         ``-inf`` (a tie among banned tokens), else beam search selected a token it could not have
@@ -418,7 +508,7 @@ class StreamingMonitor(LogitsProcessor):
         steps = tokens.shape[1]
         vals = torch.stack(self.top_vals)[:steps]  # [steps, beam rows, k]
         ids = torch.stack(self.top_ids)[:steps]
-        src = score_rows(record)[:, :steps].clamp(min=0).long()  # [rows, steps]
+        src = self.beam_rows(record)[:, :steps].clamp(min=0).long()  # [rows, steps]
         t = torch.arange(steps)[None, :].expand_as(src)
         cand_ids, cand_vals = ids[t, src], vals[t, src]  # [rows, steps, k]
         hit = cand_ids == tokens[:, :, None]

@@ -5,9 +5,22 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+import torch
 
 from ppinvariants import streaming, testing
-from ppinvariants.capture import BEAM, DEFAULT_TEXTS, GREEDY, NOT_KEPT, SAMPLE, STEPS_NOT_KEPT_REASON, capture
+from ppinvariants.capture import (
+    BEAM,
+    DEFAULT_TEXTS,
+    GREEDY,
+    NOT_KEPT,
+    SAMPLE,
+    STEPS_NOT_KEPT_REASON,
+    capture,
+    chosen_logprobs,
+    finished_mask,
+    generated_tokens,
+    score_rows,
+)
 from ppinvariants.invariants import REGISTRY, run_invariants
 from ppinvariants.runner import check_loaded
 from ppinvariants.selftest import FAULTS
@@ -143,3 +156,66 @@ def test_auto_selection_by_projected_size(monkeypatch: pytest.MonkeyPatch) -> No
 def test_projected_size_formula() -> None:
     assert streaming.projected_step_bytes(64, 64, 50265) == 64 * 64 * 50265 * 8
     assert streaming.score_rows_of(BEAM, 8) == 32
+
+
+def test_prefix_fingerprints_are_cumulative_and_content_based() -> None:
+    ids = torch.tensor([[2, 5, 7, 9], [2, 5, 7, 8], [0, 5, 7, 9], [2, 5, 7, 9]])
+    fp = streaming.prefix_fingerprints(ids)
+    for t in range(ids.shape[1]):  # column t is what a call seeing ids[:, : t + 1] keeps
+        assert torch.equal(fp[:, t], streaming.prefix_fingerprints(ids[:, : t + 1])[:, -1])
+    assert torch.equal(fp[0], fp[3])  # equal histories, equal fingerprints
+    assert fp[0, 2] == fp[1, 2] and fp[0, 3] != fp[1, 3]  # prefixes part where the rows do
+    assert (fp[0] != fp[2]).all()  # the first token counts (and token 0 is not the empty prefix)
+
+
+def test_beam_lineage_on_a_hand_built_search() -> None:
+    """2 inputs x 2 beams, 2 returned each; beam rows reorder between calls; input 1's first hypothesis ends at step 1."""
+    start, eos, pad = 0, 1, 9
+    calls = [  # input_ids seen by the monitor per call: [beam rows, t + 1]
+        torch.tensor([[start], [start], [start], [start]]),
+        torch.tensor([[start, 4], [start, 3], [start, 5], [start, 6]]),
+        torch.tensor([[start, 3, 7], [start, 4, 8], [start, 6, 3], [start, 6, 2]]),
+    ]
+    history = torch.stack([streaming.prefix_fingerprints(ids)[:, -1] for ids in calls])
+    sequences = torch.tensor(
+        [
+            [start, 3, 7, 2],  # call 1: row 1 ([0, 3]); call 2: row 0 ([0, 3, 7])
+            [start, 4, 8, 5],  # call 1: row 0; call 2: row 1
+            [start, 5, eos, pad],  # ended at step 1: -1 after
+            [start, 6, 2, 4],  # call 1: row 3; call 2: row 3 (input 1's rows only)
+        ]
+    )
+    want = torch.tensor([[0, 1, 0], [0, 0, 1], [2, 2, -1], [2, 3, 3]])
+    assert torch.equal(streaming.beam_lineage(history, sequences, num_beams=2, num_return_sequences=2), want)
+    # calls 0 and 1 only: steps past the last call have no beam row
+    short = streaming.beam_lineage(history[:2], sequences, num_beams=2, num_return_sequences=2)
+    assert torch.equal(short, torch.cat([want[:, :2], torch.full((4, 1), -1)], dim=1))
+
+
+@pytest.mark.parametrize("arch", testing.ARCHITECTURES)
+def test_reconstructed_beam_lineage_equals_beam_indices(arch: str) -> None:
+    """The monitor's lineage equals generate()'s beam_indices (kept by a record-mode run of the same search).
+
+    With the record's beam_indices removed the monitor falls back to that lineage, and its streamed
+    chosen-token log-probs equal the record's gathered through beam_indices.
+    """
+    target = load_target(f"tiny:{arch}")
+    record, _, monitor = streaming.stream_capture(target, TEXTS, BEAM)
+    full = capture(target, TEXTS, BEAM, evidence=False)
+    assert torch.equal(record.sequences, full.sequences)
+    want = score_rows(full)
+    assert (want < 0).any() and (want >= 0).any()  # some hypotheses end early: both kinds of position are tested
+    got = monitor.reconstructed_beam_rows(record)
+    differ = (got != want).nonzero().tolist()
+    history = torch.stack(monitor.history_keys)
+    # rows with the same history at a call are interchangeable (same scores); anything else is a mismatch
+    assert all(
+        min(want[r, t], got[r, t]) >= 0 and history[t, got[r, t]] == history[t, want[r, t]] for r, t in differ
+    ), differ
+
+    scoreless = dataclasses.replace(record, beam_indices=None, streamed_chosen=None)
+    assert torch.equal(monitor.beam_rows(scoreless), got)
+    monitor.finish(scoreless)
+    mask = finished_mask(generated_tokens(full), full.conventions.eos_token_ids)[0].bool()
+    streamed, recorded = scoreless.streamed_chosen[mask], chosen_logprobs(full)[mask]
+    assert torch.allclose(streamed, recorded, atol=1e-5, rtol=0, equal_nan=True)
