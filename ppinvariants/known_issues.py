@@ -190,3 +190,55 @@ KNOWN_ISSUES += (
         matches=_no_input_suffix,
     ),
 )
+
+
+# -- Vectorized beam search (4.50 to 4.53): the early-stop heuristic is pooled over the batch.
+
+
+def _beam_with_inexact_stop_heuristic(record: Any) -> bool:
+    gc = record.generation_config
+    length_penalty = gc.get("length_penalty")
+    return bool(
+        record.is_beam
+        and gc.get("early_stopping") in (False, None)
+        and (1.0 if length_penalty is None else float(length_penalty)) > 0
+    )
+
+
+def _batch_kept_searching(record: Any, violation: Any) -> bool:
+    """The input alone stopped searching earlier than the batch did, and the batch kept a hypothesis
+    at least as good: rows that met the stop heuristic kept collecting finished hypotheses while
+    other rows ran on (later ones can only enter a row's top-k by scoring higher)."""
+    ev = record.evidence
+    if ev is None or not ev.solo or violation.row is None or "generated alone" not in violation.message:
+        return False
+    run = next((r for r in ev.solo if violation.row in r.rows), None)
+    if run is None or run.sequences_scores is None or record.sequences_scores is None:
+        return False
+    import torch
+
+    # Steps the batch's search ran (beam search can run past its longest returned hypothesis).
+    batch_steps = record.scores.shape[1] if torch.is_tensor(record.scores) else record.steps
+    solo_steps = run.scores.shape[1]
+    j = run.rows.index(violation.row)
+    batch_score, solo_score = float(record.sequences_scores[violation.row]), float(run.sequences_scores[j])
+    return solo_steps < batch_steps and batch_score >= solo_score - record.tie_tolerance
+
+
+KNOWN_ISSUES += (
+    KnownIssue(
+        invariant="batch_and_padding_invariance",
+        reason=(
+            "vectorized beam search decides to stop with one torch.any over the whole batch and has no per-row done "
+            "flag (early_stopping=False, length_penalty > 0): a row whose search is over alone keeps collecting "
+            "better-scoring finished hypotheses while other rows run, so its output depends on its batch; fixed in 4.54"
+        ),
+        reference=(
+            "huggingface/transformers#38778 (fix, 4.54.0), introduced by #35802 (4.50.0); "
+            "repro: tiny:bart beam 4, input #3 alone ends at step 19, in the batch of 8 runs to 24 with a better score"
+        ),
+        transformers=">=4.50,<4.54",
+        applies=_beam_with_inexact_stop_heuristic,
+        matches=_batch_kept_searching,
+    ),
+)

@@ -227,3 +227,32 @@ def test_derived_tensors_follow_in_place_changes_and_are_freed_after_the_run() -
     assert chosen_logprobs(rec)[1, 0] != cached[1, 0]
     run_invariants(rec, [REGISTRY["softmax_rows_sum_to_one"]])
     assert rec._derived == {}
+
+
+def test_batch_dependent_beam_stop_is_matched_only_with_its_signature() -> None:
+    """transformers 4.50-4.53 (#38778): alone, an input stops searching earlier; the batch keeps a better hypothesis."""
+    from ppinvariants.known_issues import KNOWN_ISSUES
+
+    [issue] = [k for k in KNOWN_ISSUES if "38778" in k.reference]
+    rec = healthy_record("bart", "beam")
+    run = rec.evidence.solo[1]
+    row = run.rows[0]
+    assert issue.applies(rec)
+    # As the bug does it: alone, the search stopped two steps earlier with a worse hypothesis.
+    run.scores = run.scores[:, : rec.scores.shape[1] - 2]
+    run.sequences = run.sequences.clone()
+    run.sequences[0, 2] = (run.sequences[0, 2] + 7) % rec.tokenizer_size
+    run.sequences_scores = run.sequences_scores.clone()
+    run.sequences_scores[0] = rec.sequences_scores[row] - 0.5
+    [violation] = [v for v in REGISTRY["batch_and_padding_invariance"].check(rec) if "generated alone" in v.message]
+    assert issue.matches(rec, violation)
+    # A worse hypothesis in the batch is not this bug (searching longer can only improve a row's top-k) ...
+    run.sequences_scores[0] = rec.sequences_scores[row] + 0.5
+    assert not issue.matches(rec, violation)
+    # ... nor is a solo run that searched as long as the batch, nor the reversed batch, nor another decoding.
+    run.sequences_scores[0] = rec.sequences_scores[row] - 0.5
+    run.scores = rec.scores.clone()
+    assert not issue.matches(rec, violation)
+    assert not issue.applies(healthy_record("bart", "greedy"))
+    rec.generation_config["early_stopping"] = True
+    assert not issue.applies(rec)
