@@ -3,7 +3,7 @@
 
 For each version: a fresh virtualenv under ``.matrix/`` with ``torch==2.13.0`` (the CPU wheel,
 installed first) and that transformers, the package installed in editable mode, then the
-default ``ppinvariants check`` and the test suite (``pytest -m "not slow"`` unless ``--check-only``).
+default ``ppinvariants check`` and the test suite (``pytest -n 2``, the default selection, unless ``--check-only``).
 Tiny models are built per version into the venv's own cache (the zoo's cache key includes the
 transformers major version anyway).
 
@@ -73,7 +73,9 @@ def one(version: str, check_only: bool, timeout: int) -> dict[str, str]:
         ", ".join(f"{k.split(':')[1]} {v}" for k, v in statuses.items()) or out.strip().splitlines()[-1][:160]
     )
     if not check_only:
-        code, out, secs = run([str(py), "-m", "pytest", "-q", "-p", "no:cacheprovider"], env, timeout * 6, log)
+        code, out, secs = run(
+            [str(py), "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "2"], env, timeout * 6, log
+        )
         row["tests"] = f"{summary(out)} ({secs:.0f} s)"
     return row
 
