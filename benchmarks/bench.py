@@ -7,7 +7,8 @@
     decodings, vs bare ``generate()`` (no scores) of the same decodings;
 (c) the peak RSS rise of record mode and of streaming mode over bare generate (no scores), at
     batch 64 x 64 steps, each mode in a fresh subprocess;
-(d) a per-element Python loop reading chosen-token log-probs vs the vectorized gather check.
+(d) a per-element Python loop reading chosen-token log-probs vs the vectorized gather check;
+(e) the shipped pytest suite on tiny models with 1 worker vs 2 pytest-xdist workers.
 
 Usage: ``python benchmarks/bench.py [--quick]``. Models are random (built offline from configs);
 ``min_length`` above ``max_new_tokens`` bans eos, so every run generates exactly the same length.
@@ -178,6 +179,24 @@ def memory(kind: str, rows: int, steps: int) -> dict[str, float]:
     return out
 
 
+def suite_seconds(specs: list[str], workers: int) -> float:
+    """Wall time of the shipped suite (``pytest --pyargs ppinvariants.suite``) on ``specs`` with ``workers``
+    pytest-xdist workers (0: in-process), one torch thread per worker, run from an empty directory."""
+    import os
+    import tempfile
+
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--pyargs", "ppinvariants.suite"]
+    cmd += [f"--ppi-model={spec}" for spec in specs] + ["-n", str(workers)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    with tempfile.TemporaryDirectory() as cwd:
+        t0 = time.perf_counter()
+        done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+        elapsed = time.perf_counter() - t0
+    if done.returncode != 0:
+        raise RuntimeError(f"the suite failed ({done.returncode}): {done.stdout[-500:]}")
+    return elapsed
+
+
 def environment() -> str:
     cpu = platform.processor() or platform.machine()
     try:
@@ -241,6 +260,12 @@ def main() -> None:
         print(f"(d) {kind}, {d_rows} x {d_steps}: naive loop {t_naive * 1e3:.1f} ms, vectorized {t_vec * 1e3:.1f} ms")
         table.append((f"(d) naive Python loop / vectorized gather check, {kind}", t_naive / t_vec, "speed-up"))
     del targets
+    specs = ["tiny:bart"] if args.quick else ["tiny:bart", "tiny:t5"]
+    suite_seconds(specs, 0)  # builds/loads the tiny models once, outside the timing
+    serial = statistics.median(suite_seconds(specs, 0) for _ in range(2))
+    parallel = statistics.median(suite_seconds(specs, 2) for _ in range(2))
+    print(f"(e) shipped suite on {' '.join(specs)}: 1 worker {serial:.1f}s, 2 workers (-n 2) {parallel:.1f}s")
+    table.append((f"(e) shipped suite, 1 worker / 2 workers, {' + '.join(specs)}", serial / parallel, "speed-up"))
     mem = memory("bart-base", mem_rows, mem_steps)
     rec_extra, stream_extra = mem["record"] - mem["bare"], mem["streaming"] - mem["bare"]
     print(

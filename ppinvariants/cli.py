@@ -88,6 +88,7 @@ def _parser() -> argparse.ArgumentParser:
     cv = sub.add_parser("coverage", help="check every tiny architecture under greedy/beam/sample; print a table")
     cv.add_argument("arch", nargs="*", metavar="ARCH", help="tiny architectures (default: all of the zoo)")
     cv.add_argument("--markdown", action="store_true", help="print the table as markdown")
+    cv.add_argument("--thorough", action="store_true", help="thorough evidence, as `check --thorough`")
     cv.add_argument("--threads", type=int, metavar="N", help="torch CPU threads")
     return p
 
@@ -258,7 +259,7 @@ def _coverage(args: argparse.Namespace) -> int:
     if unknown:
         sys.stderr.write(f"ppinvariants: error: unknown tiny architecture(s) {', '.join(unknown)}\n")
         return EXIT_USAGE
-    cov = run_coverage(args.arch or None)
+    cov = run_coverage(args.arch or None, evidence="thorough" if args.thorough else "standard")
     print(render_markdown(cov) if args.markdown else render_text(cov))
     return cov.exit_code
 

@@ -81,8 +81,10 @@ def run_coverage(
     *,
     decodings: Sequence[Decoding] = DEFAULT_DECODINGS,
     progress: Callable[[str], None] | None = None,
+    evidence: str = "standard",
 ) -> Coverage:
-    """Check every architecture in ``archs`` (default: the whole zoo) under each decoding."""
+    """Check every architecture in ``archs`` (default: the whole zoo) under each decoding, with
+    ``evidence`` (``"standard"`` or ``"thorough"``) re-runs for the consistency invariants."""
     from . import testing
     from .runner import check
 
@@ -94,7 +96,7 @@ def run_coverage(
         if arch in testing.UNAVAILABLE:
             rows += [CoverageRow(arch, d.name, "n/a", [testing.UNAVAILABLE[arch]]) for d in decodings]
             continue
-        report = check([f"tiny:{arch}"], decodings=decodings, progress=progress)
+        report = check([f"tiny:{arch}"], decodings=decodings, progress=progress, evidence=evidence)
         environment = report.environment
         rows += _fold(report, arch, decodings)
     # The default run names what it cannot build in its notes (an explicit request gets an n/a row).
