@@ -147,10 +147,16 @@ def collect_evidence(target: Any, record: GenerationRecord, depth: str = STANDAR
 
 def _embedding_weights(model: Any) -> list[torch.Tensor]:
     """The input embedding matrices of the encoder and the decoder (one tensor when shared)."""
+
+    def call(obj: Any, getter: str) -> Any:
+        try:  # the base class raises NotImplementedError where a model defines no such accessor
+            return getattr(obj, getter)() if obj is not None and hasattr(obj, getter) else None
+        except (NotImplementedError, AttributeError):
+            return None
+
     found: dict[int, torch.Tensor] = {}
-    for part in (model, getattr(model, "get_encoder", lambda: None)(), getattr(model, "get_decoder", lambda: None)()):
-        emb = getattr(part, "get_input_embeddings", lambda: None)() if part is not None else None
-        weight = getattr(emb, "weight", None)
+    for part in (model, call(model, "get_encoder"), call(model, "get_decoder")):
+        weight = getattr(call(part, "get_input_embeddings"), "weight", None)
         if isinstance(weight, torch.Tensor) and weight.requires_grad:
             found[id(weight)] = weight
     return list(found.values())

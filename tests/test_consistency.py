@@ -191,3 +191,28 @@ def test_public_sequence_logprobs_has_gradient() -> None:
     )
     assert lp.shape == (rec.sequences.shape[0],) and lp.requires_grad
     assert torch.allclose(lp.detach(), rec.evidence.grad_logprob, atol=1e-5)
+
+
+def test_embedding_weights_tolerate_models_without_accessors() -> None:
+    """transformers 4.40's base class raises NotImplementedError for a missing get_input_embeddings()."""
+    from ppinvariants.evidence import _embedding_weights
+
+    target = load_target("tiny:bart")
+    shared = target.model.get_input_embeddings().weight
+    assert any(w is shared for w in _embedding_weights(target.model))
+
+    class Part:
+        def get_input_embeddings(self):  # noqa: ANN202
+            raise NotImplementedError
+
+    class Model:
+        def get_encoder(self):  # noqa: ANN202
+            return Part()
+
+        def get_decoder(self):  # noqa: ANN202
+            raise NotImplementedError
+
+        def get_input_embeddings(self):  # noqa: ANN202
+            return target.model.get_input_embeddings()
+
+    assert [w is shared for w in _embedding_weights(Model())] == [True]
