@@ -28,6 +28,13 @@ def test_skips_without_evidence(name: str) -> None:
         _check(name, rec)
 
 
+def _unexplained(name: str, rec) -> list:  # noqa: ANN001
+    """Violations of ``name`` that no known upstream issue explains (on this transformers version)."""
+    from ppinvariants.known_issues import KNOWN_ISSUES
+
+    return [v for v in _check(name, rec) if not any(k.explains(rec, name, [v]) for k in KNOWN_ISSUES)]
+
+
 def _teacher_forcing_drift(rec) -> None:  # noqa: ANN001
     rec.evidence.teacher_forced_logits[0, 2] *= 1.5  # sharper distribution at one step: log-probs change
 
@@ -35,8 +42,8 @@ def _teacher_forcing_drift(rec) -> None:  # noqa: ANN001
 def _solo_differs(rec) -> None:  # noqa: ANN001
     run = rec.evidence.solo[1]
     run.sequences[0, 2] = (run.sequences[0, 2] + 7) % rec.tokenizer_size
-    if run.sequences_scores is not None:  # a beam run that found another hypothesis scored it differently
-        run.sequences_scores[0] -= 0.5
+    if run.sequences_scores is not None:  # a beam run that found another (here: better) hypothesis
+        run.sequences_scores[0] += 0.5
 
 
 def _rerun_differs(rec) -> None:  # noqa: ANN001
@@ -72,9 +79,9 @@ BROKEN_EVIDENCE = [
 )
 def test_fires_on_broken_evidence(name, decoding, break_it, expected) -> None:  # noqa: ANN001
     rec = healthy_record("bart", decoding)
-    assert _check(name, rec) == []
+    assert _unexplained(name, rec) == []
     break_it(rec)
-    violations = _check(name, rec)
+    violations = _unexplained(name, rec)
     assert any(expected in v.message for v in violations), [v.message for v in violations]
     assert all(v.message.startswith(name) for v in violations)
 

@@ -244,7 +244,12 @@ def test_batch_dependent_beam_stop_is_matched_only_with_its_signature() -> None:
     run.sequences[0, 2] = (run.sequences[0, 2] + 7) % rec.tokenizer_size
     run.sequences_scores = run.sequences_scores.clone()
     run.sequences_scores[0] = rec.sequences_scores[row] - 0.5
-    [violation] = [v for v in REGISTRY["batch_and_padding_invariance"].check(rec) if "generated alone" in v.message]
+    # (On transformers 4.50-4.53 other inputs may show the real bug too: only this row is looked at.)
+    [violation] = [
+        v
+        for v in REGISTRY["batch_and_padding_invariance"].check(rec)
+        if "generated alone" in v.message and v.row == row
+    ]
     assert issue.matches(rec, violation)
     # A worse hypothesis in the batch is not this bug (searching longer can only improve a row's top-k) ...
     run.sequences_scores[0] = rec.sequences_scores[row] + 0.5

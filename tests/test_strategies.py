@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, find, given, settings
 from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
 
+from ppinvariants import _compat
 from ppinvariants.capture import Decoding, _max_positions, capture
 from ppinvariants.strategies import decodings, register_profiles, text_batches, texts
 from ppinvariants.targets import Target, load_target
@@ -93,7 +94,7 @@ def test_decodings_are_consistent_configs(target: Target, data: Any) -> None:
     assert not banned & forbidden, banned & forbidden
     assert all(0 <= i < len(target.tokenizer) for i in banned)
     config = transformers.GenerationConfig(**d.generate_kwargs())
-    config.validate(strict=True)
+    _compat.validate_generation_config(config)
 
 
 @settings(FAST, max_examples=15, derandomize=True)
