@@ -146,11 +146,12 @@ def generation_default(name: str) -> Any:
 
 @contextlib.contextmanager
 def processor_runs_last(model: Any, processor: Any, on_build: Any = None) -> Iterator[None]:
-    """While inside, ``generate()`` runs ``processor`` after every other logits processor and warper.
+    """While inside, ``generate()`` runs ``processor`` after every other entry of its processor list.
 
     transformers merges user ``logits_processor`` entries *before* the sampling warpers and the
-    final normalisation (``_get_logits_processor``, 4.40 to 5.x); a monitor must see the scores
-    generate() decides on, so it is moved to the end of the list generate() builds.
+    final normalisation (``_get_logits_processor``, 4.46 to 5.x; 4.40 keeps the warpers in a second
+    list, see :func:`runs_after_separate_warpers`); a monitor must see the scores generate() decides
+    on, so it is moved to the end of the list generate() builds.
     ``on_build(generation_config)`` is called each time the list is built.
     """
     from transformers import LogitsProcessorList
@@ -168,3 +169,31 @@ def processor_runs_last(model: Any, processor: Any, on_build: Any = None) -> Ite
         yield
     finally:
         model.__dict__.pop("_get_logits_processor", None)
+
+
+@contextlib.contextmanager
+def runs_after_separate_warpers(model: Any, processor: Any, on_build: Any) -> Iterator[None]:
+    """While inside, a separate sampling-warper list that ``generate()`` builds ends with ``processor``.
+
+    transformers 4.40 builds the sampling warpers (temperature, top-k, top-p) with
+    ``_get_logits_warper`` as a second list and runs it after the processors (``output_scores`` keeps
+    the warped scores); 4.46 and 5.x merge them into one list and have no such method, and are left
+    as they are. ``on_build()`` is called each time such a list is built.
+    """
+    from transformers import LogitsProcessorList
+
+    build = getattr(model, "_get_logits_warper", None)
+    if build is None:
+        yield
+        return
+
+    def with_processor_last(*args: Any, **kwargs: Any) -> Any:
+        warpers = build(*args, **kwargs)
+        on_build()
+        return LogitsProcessorList([*warpers, processor])
+
+    model._get_logits_warper = with_processor_last
+    try:
+        yield
+    finally:
+        model.__dict__.pop("_get_logits_warper", None)

@@ -242,3 +242,76 @@ KNOWN_ISSUES += (
         matches=_batch_kept_searching,
     ),
 )
+
+
+# -- transformers < 4.46: sampling warpers run in the model's dtype (top-p cumsum in bf16/fp16).
+
+_HALF_DTYPES = ("bfloat16", "float16")
+
+
+def _half_precision_top_p_sampling(record: Any) -> bool:
+    """Sampling without beams, with ``top_p < 1``, by a bfloat16/float16 model, raw logits recorded."""
+    import torch
+
+    from .invariants.beam import setting
+
+    top_p = setting(record, "top_p")
+    return bool(
+        record.decoding.do_sample
+        and record.decoding.num_beams == 1
+        and record.dtype in _HALF_DTYPES
+        and top_p is not None
+        and float(top_p) < 1.0
+        and torch.is_tensor(record.logits)
+    )
+
+
+def _fate_under_model_dtype_warpers(record: Any, violation: Any) -> bool:
+    """At the violation's (row, step, token), the processed score is ``-inf`` exactly when the warpers run in
+    the record's dtype remove that token (:func:`~ppinvariants.invariants.sampling.expected_warped` with
+    ``warper_dtype`` = the record's dtype), or that recomputation finds its fate ambiguous (a tie or a
+    cumulative probability at the top-p threshold). False for a violation without a (row, step, token) inside
+    the scores."""
+    import torch
+
+    from .invariants.sampling import expected_warped
+
+    if violation.row is None or violation.step is None or violation.token_id is None:
+        return False
+    dtype = getattr(torch, record.dtype)
+
+    def recompute() -> torch.Tensor:
+        neg_inf, _stage, ambiguous = expected_warped(record, warper_dtype=dtype)
+        return torch.stack([neg_inf, ambiguous])
+
+    # one recomputation per record for all its violations (the cache is emptied after the checks)
+    low = record.derived(f"expected_warped_{record.dtype}", (record.logits, record.sequences), recompute)
+    p = (violation.row, violation.step, violation.token_id)
+    if not all(0 <= i < n for i, n in zip(p, record.scores.shape, strict=True)):
+        return False
+    neg_inf, ambiguous = bool(low[0][p]), bool(low[1][p])
+    return ambiguous or bool(torch.isneginf(record.scores[p])) == neg_inf
+
+
+KNOWN_ISSUES += (
+    KnownIssue(
+        invariant="warpers_mask_exactly_outside_kept_set",
+        reason=(
+            "generate() before 4.46 runs the logits processors and warpers on the logits in the model's dtype: "
+            "with a bfloat16/float16 model, temperature, top-k and TopPLogitsWarper's softmax().cumsum() are "
+            "computed in that dtype, so tokens at the top-p boundary (ties after rounding, cumulative sums a "
+            "rounding step from 1 - top_p) are kept or removed unlike in float32; 4.46.3 upcasts "
+            "next_token_logits to float32 first. Matched only where the warpers recomputed in the model's "
+            "dtype give the found -inf/finite state"
+        ),
+        reference=(
+            "transformers commit 22e6f145259c4e9e156a3f846fad14b1cddfae4f (float32 next_token_logits in "
+            "generate()), see huggingface/optimum-habana#1644; repro: tiny:t5 --dtype bfloat16, sample"
+        ),
+        # Seen on 4.40.2 (tiny:t5 bfloat16: 4 violations, all reproduced by the bfloat16 recomputation);
+        # 4.46.3 and 5.24.0 upcast and pass.
+        transformers="<4.46",
+        applies=_half_precision_top_p_sampling,
+        matches=_fate_under_model_dtype_warpers,
+    ),
+)

@@ -2,8 +2,10 @@
 
 A :class:`StreamingMonitor` is passed to ``generate(logits_processor=...)`` and moved behind every
 built-in processor and sampling warper (transformers 5.x merges custom processors *before* the
-warpers and ``LogitNormalization``: ``generation/utils.py`` ``_get_logits_processor``), so each call
-sees exactly the tensor ``output_scores`` would have kept for that step. A forward hook on the model
+warpers and ``LogitNormalization``: ``generation/utils.py`` ``_get_logits_processor``; where
+generate() builds the sampling warpers as a second list, ``_get_logits_warper`` in 4.40, the monitor
+observes at the end of that list instead), so each call sees exactly the tensor ``output_scores``
+would have kept for that step. A forward hook on the model
 sees the raw logits of the step. ``generate()`` is not asked for ``output_scores``/``output_logits``:
 no step tensor outlives its step. What is kept across steps:
 
@@ -264,6 +266,9 @@ class StreamingMonitor(LogitsProcessor):
         self.top_ids: list[torch.Tensor] = []
         self.history_keys: list[torch.Tensor] = []  # beam: [beam rows] fingerprint of input_ids per call
         self.generate_asked_for_scores: bool | None = None
+        # True once the current generate() call has built a separate warper list: the monitor then
+        # observes from that list's end (_WarperListEnd) and passes through in the processor list.
+        self.observes_after_warpers = False
 
     # -- inside generate() ------------------------------------------------------------------
     def _setup(self, vocab: int) -> None:
@@ -279,9 +284,14 @@ class StreamingMonitor(LogitsProcessor):
         return _Shape(self.gc, meta, self.conventions, self.dtype)
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if not self.observes_after_warpers:
+            self.observe(input_ids, scores)
+        return scores
+
+    def observe(self, input_ids: torch.Tensor, scores: torch.Tensor) -> None:
+        """Judge one step's processed scores (``input_ids`` holds the tokens so far)."""
         with torch.no_grad():
             self._observe(input_ids, scores.detach())
-        return scores
 
     def _observe(self, input_ids: torch.Tensor, s: torch.Tensor) -> None:
         if self.vocab is None:
@@ -356,20 +366,38 @@ class StreamingMonitor(LogitsProcessor):
 
         Yields the list to pass as ``generate(logits_processor=...)``. transformers appends custom
         processors before the sampling warpers and ``LogitNormalization``; the monitor is moved to
-        the end of the list generate() builds, so it sees the scores generate() decides on.
+        the end of the list generate() builds, or observes at the end of the separate warper list
+        where generate() builds one (:meth:`_last_in_warper_list`), so it sees the scores generate()
+        decides on.
         """
 
         def on_build(gc: Any) -> None:
             self.generate_asked_for_scores = bool(
                 getattr(gc, "output_scores", False) or getattr(gc, "output_logits", False)
             )
+            self.observes_after_warpers = False  # a new generate() call: no warper list built yet
 
         handle = model.register_forward_hook(self._raw_logits_hook)
         try:
-            with _compat.processor_runs_last(model, self, on_build=on_build):
+            with _compat.processor_runs_last(model, self, on_build=on_build), self._last_in_warper_list(model):
                 yield LogitsProcessorList([self])
         finally:
             handle.remove()
+
+    @contextlib.contextmanager
+    def _last_in_warper_list(self, model: Any) -> Iterator[None]:
+        """While inside, a separate warper list generate() builds (transformers 4.40) ends with a
+        :class:`_WarperListEnd` of this monitor, which then observes there and passes through in the
+        processor list (:func:`ppinvariants._compat.runs_after_separate_warpers`)."""
+
+        def built() -> None:
+            self.observes_after_warpers = True
+
+        try:
+            with _compat.runs_after_separate_warpers(model, _WarperListEnd(self), on_build=built):
+                yield
+        finally:
+            self.observes_after_warpers = False
 
     def retained_bytes(self) -> dict[str, int]:
         """Bytes held now: ``per_step`` (O(rows x V): the previous step) and ``scalars`` (O(rows x steps x beams))."""
@@ -516,6 +544,17 @@ class StreamingMonitor(LogitsProcessor):
         kth_neg_inf = torch.isneginf(cand_vals[..., -1])
         missing = torch.where(kth_neg_inf, torch.full_like(found, float("-inf")), torch.full_like(found, float("nan")))
         return torch.where(hit.any(dim=-1), found, missing)
+
+
+class _WarperListEnd(LogitsProcessor):
+    """The last entry of a separate warper list: passes the scores through :meth:`StreamingMonitor.observe`."""
+
+    def __init__(self, monitor: StreamingMonitor) -> None:
+        self.monitor = monitor
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        self.monitor.observe(input_ids, scores)
+        return scores
 
 
 # ------------------------------------------------------------------------------ entry points

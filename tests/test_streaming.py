@@ -122,6 +122,20 @@ def test_monitor_keeps_no_step_tensors() -> None:
         assert monitor.step == record.steps or decoding.num_beams > 1
 
 
+def test_monitor_observes_sampling_scores_after_the_warpers() -> None:
+    """Once per step and after temperature/top-k/top-p (a separate warper list in transformers 4.40).
+
+    The streamed chosen-token log-probs equal the record's, read from generate()'s ``output_scores``.
+    """
+    target = load_target("tiny:bart")
+    record, _, monitor = streaming.stream_capture(target, TEXTS, SAMPLE)
+    full = capture(target, TEXTS, SAMPLE, evidence=False)
+    assert torch.equal(record.sequences, full.sequences)
+    assert monitor.step == full.scores.shape[1]
+    mask = finished_mask(generated_tokens(full), full.conventions.eos_token_ids)[0].bool()
+    assert torch.allclose(record.streamed_chosen[mask], chosen_logprobs(full)[mask], atol=1e-5, rtol=0)
+
+
 def test_history_processors_judged_on_every_beam_row() -> None:
     """With no-repeat n-grams streaming judges every beam row; the record only returned hypotheses' rows."""
     target = load_target("tiny:bart")

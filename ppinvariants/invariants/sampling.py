@@ -90,12 +90,19 @@ def sampled_tokens_have_positive_probability(record: GenerationRecord) -> list[V
     )
 
 
-def expected_warped(record: GenerationRecord) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
+def expected_warped(
+    record: GenerationRecord, warper_dtype: torch.dtype = torch.float32
+) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
     """``(neg_inf, stage, ambiguous)`` from the raw logits, each ``[rows, steps, V]`` bool.
 
     ``neg_inf``: positions the processors and warpers must set to ``-inf``; ``stage`` names the
     first stage that removed each one (``processors``, ``top-k``, ``top-p``); ``ambiguous``: positions
     whose fate depends on float rounding or on the order of equal scores at the top-p threshold.
+
+    The processors and temperature are applied in float32; the scaled scores are then cast to
+    ``warper_dtype``, and top-k and top-p (sort, softmax, cumulative sum) run in that dtype.
+    Cumulative probabilities within ``max(1e-5, eps(warper_dtype) * (1 - top_p))`` of the
+    threshold are ambiguous. With the default float32 the cast is a no-op and the band is 1e-5.
     """
     x = record.logits.float().clone()
     rows, steps, vocab = x.shape
@@ -108,6 +115,9 @@ def expected_warped(record: GenerationRecord) -> tuple[torch.Tensor, dict[str, t
     temperature = setting(record, "temperature")
     if temperature is not None and float(temperature) != 1.0:
         x = x / float(temperature)
+    # A float32 division rounded once to warper_dtype is what a division in that dtype gives
+    # (PyTorch computes reduced-precision arithmetic in float32 and rounds the result).
+    x = x.to(warper_dtype)
     stage = {"processors": by_processor}
     ambiguous = torch.zeros_like(by_processor)
     top_k = setting(record, "top_k")
@@ -125,7 +135,8 @@ def expected_warped(record: GenerationRecord) -> tuple[torch.Tensor, dict[str, t
         threshold = 1 - float(top_p)
         remove_sorted = cum <= threshold
         remove_sorted[..., -mtk:] = False
-        near = (cum - threshold).abs() <= _TOP_P_BAND
+        band = max(_TOP_P_BAND, torch.finfo(warper_dtype).eps * threshold)
+        near = (cum.float() - threshold).abs() <= band
         remove = remove_sorted.scatter(1, order, remove_sorted).view(rows, steps, vocab)
         ambiguous |= near.scatter(1, order, near).view(rows, steps, vocab)
         # Equal scores straddling the threshold: which of them is removed depends on the sort order.
