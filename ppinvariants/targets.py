@@ -31,6 +31,7 @@ _TOKENIZER_FILES = (
     "spiece.model",
     "sentencepiece.bpe.model",
     "source.spm",
+    "vocab-src.json",  # FSMT
     "sentencepiece.model",
     "tokenizer.model",
     "prophetnet.tokenizer",  # ProphetNetTokenizer's WordPiece vocabulary

@@ -1,8 +1,9 @@
 """The offline tiny model zoo: seeded random seq2seq checkpoints built from a config.
 
-Each recipe trains its tokenizer locally (sentencepiece or byte-level BPE from ``tokenizers``)
-on a small generated corpus, builds a two-layer model from a config, and calibrates it so that
-it behaves like a real model where the invariants need it:
+Each recipe trains its tokenizer locally (sentencepiece, byte-level BPE or WordPiece from
+``tokenizers``, or a small deterministic BPE for FSMT) on a small generated corpus, builds a
+two-layer model from a config, and calibrates it so that it behaves like a real model where the
+invariants need it:
 
 * outputs depend on the input (the init is scaled up from the default, which otherwise makes
   every hidden state look alike after layer norm);
@@ -19,11 +20,14 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib.util
 import json
 import os
 import random
 import shutil
+import string
 import tempfile
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,7 +69,7 @@ class Recipe:
     """How to build one tiny architecture: tokenizer kind, config class and its arguments."""
 
     arch: str
-    tokenizer: str  # "sentencepiece-t5" | "sentencepiece-fairseq" | "bytelevel-bpe"
+    tokenizer: str  # "sentencepiece-t5" | "sentencepiece-fairseq" | "bytelevel-bpe" | "fsmt-bpe" | ...
     tokenizer_class: str
     config_class: str
     config: dict[str, Any]
@@ -374,17 +378,51 @@ RECIPES.update(
     }
 )
 
-#: Every architecture of the zoo: the default set plus the further ones.
-ALL_ARCHITECTURES: tuple[str, ...] = tuple(RECIPES)
-
-#: Architectures the zoo cannot build here, and why (listed by ``ppinvariants coverage``).
-UNAVAILABLE: dict[str, str] = {
+#: Architectures that need a package ppinvariants does not depend on: (package, recipe, why without it).
+_OPTIONAL: dict[str, tuple[str, Recipe, str]] = {
     "fsmt": (
+        "sacremoses",
+        Recipe(
+            arch="fsmt",
+            tokenizer="fsmt-bpe",
+            tokenizer_class="FSMTTokenizer",
+            config_class="FSMTConfig",
+            # facebook/wmt19-en-de: <s> 0, <pad> 1, </s> 2 (eos and decoder start), <unk> 3; separate
+            # source and target dictionaries (the same one here), untied output projection.
+            config=dict(
+                _BART_LIKE,
+                langs=["en", "de"],
+                pad_token_id=1,
+                bos_token_id=0,
+                eos_token_id=2,
+                decoder_start_token_id=2,
+                forced_eos_token_id=2,
+            ),
+            tokenizer_config={"langs": ["en", "de"], "do_lower_case": False},
+            # At the default scale 8 the decoder's states hardly depend on its previous tokens (post-norm
+            # layers, cross-attention dominating), so greedy rows end at the first step or never; at 3
+            # most seeds end them after a few tokens (seed 5: 11 distinct outputs of 16, 5 lengths).
+            init_scale=3.0,
+            seed=5,
+            note="source and target dictionaries are the same English BPE (real FSMT checkpoints have two languages)",
+        ),
         "FSMTTokenizer needs the sacremoses package (Moses tokenization) as soon as it is constructed; "
-        "sacremoses is not a dependency of ppinvariants, and an FSMT checkpoint with another tokenizer "
-        "would not behave like FSMT"
+        "sacremoses is not a dependency of ppinvariants (it is in the test extra: pip install sacremoses), "
+        "and an FSMT checkpoint with another tokenizer would not behave like FSMT",
     ),
 }
+
+#: Architectures the zoo cannot build here, and why (listed by ``ppinvariants coverage``).
+UNAVAILABLE: dict[str, str] = {}
+
+for _arch, (_package, _recipe, _why) in _OPTIONAL.items():
+    if importlib.util.find_spec(_package) is not None:
+        RECIPES[_arch] = _recipe
+    else:
+        UNAVAILABLE[_arch] = _why
+
+#: Every architecture of the zoo: the default set plus the further ones (those built here).
+ALL_ARCHITECTURES: tuple[str, ...] = tuple(RECIPES)
 
 
 def cache_root() -> Path:
@@ -395,6 +433,8 @@ def cache_root() -> Path:
 
 def tiny_checkpoint(arch: str) -> Path:
     """Path of the built checkpoint for ``arch``, building it on first use (a few seconds)."""
+    if arch in UNAVAILABLE:
+        raise KeyError(f"tiny architecture {arch!r} cannot be built here: {UNAVAILABLE[arch]}")
     if arch not in RECIPES:
         raise KeyError(f"unknown tiny architecture {arch!r}; known: {', '.join(ALL_ARCHITECTURES)}")
     recipe = RECIPES[arch]
@@ -460,6 +500,8 @@ def _write_tokenizer(recipe: Recipe, out: Path) -> None:
         bpe.save_model(str(out))  # vocab.json + merges.txt, as BART checkpoints ship them
     elif recipe.tokenizer == "parlai-bpe":
         _write_parlai_bpe(out)
+    elif recipe.tokenizer == "fsmt-bpe":
+        _write_fsmt_bpe(out, work, recipe.tokenizer_config)
     elif recipe.tokenizer in ("wordpiece", "wordpiece-prophetnet"):
         from tokenizers import BertWordPieceTokenizer
 
@@ -540,6 +582,92 @@ def _write_parlai_bpe(out: Path) -> None:
     (out / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
 
 
+_FSMT_SPECIALS = ("<s>", "<pad>", "</s>", "<unk>")  # fairseq's dictionary: ids 0-3
+
+
+def _train_bpe(
+    words: Counter[str], vocab_size: int, min_frequency: int = 2
+) -> tuple[list[str], list[tuple[str, str, int]]]:
+    """subword-nmt style BPE on word counts: ``</w>`` ends a word; ties are broken by the pair itself,
+    so the result does not depend on hash order (unlike the ``tokenizers`` trainer).
+
+    Returns the symbols (the corpus's characters by frequency, the rest of printable ASCII and the
+    Latin-1 letters, then each merge's result) and the merges with their counts, in the order learnt.
+    """
+    seqs = {w: (*w[:-1], w[-1] + "</w>") for w in words}
+    alphabet: Counter[str] = Counter()
+    for w, n in words.items():
+        for s in seqs[w]:
+            alphabet[s] += n
+    symbols = sorted(alphabet, key=lambda s: (-alphabet[s], s))
+    # Every printable ASCII character and Latin-1 letter, inside and at the end of a word, as a real
+    # (en-de) vocabulary has them: the check's inputs hold characters the corpus does not (``:``, ``ü``).
+    for c in string.printable.strip() + "".join(chr(i) for i in range(0xC0, 0x100) if chr(i).isalpha()):
+        symbols += [s for s in (c, c + "</w>") if s not in alphabet]
+    known = set(symbols)
+    merges: list[tuple[str, str, int]] = []
+    while len(_FSMT_SPECIALS) + len(symbols) < vocab_size:
+        pairs: Counter[tuple[str, str]] = Counter()
+        for w, n in words.items():
+            seq = seqs[w]
+            for pair in zip(seq[:-1], seq[1:], strict=True):
+                pairs[pair] += n
+        if not pairs:
+            break
+        best = min(pairs, key=lambda p: (-pairs[p], p))
+        if pairs[best] < min_frequency:
+            break
+        merges.append((*best, pairs[best]))
+        first, second = best
+        for w, seq in seqs.items():
+            merged: list[str] = []
+            i = 0
+            while i < len(seq):
+                if i + 1 < len(seq) and seq[i] == first and seq[i + 1] == second:
+                    merged.append(first + second)
+                    i += 2
+                else:
+                    merged.append(seq[i])
+                    i += 1
+            seqs[w] = tuple(merged)
+        if first + second not in known:
+            known.add(first + second)
+            symbols.append(first + second)
+    return symbols, merges
+
+
+def _write_fsmt_bpe(out: Path, work: Path, tokenizer_config: dict[str, Any]) -> None:
+    """FSMT's (fairseq/XLM) BPE files: ``vocab-src.json`` and ``vocab-tgt.json`` map a word-final piece
+    with ``</w>`` and a non-final piece bare, after ``<s> <pad> </s> <unk>``; ``merges.txt`` holds one
+    ``first second`` merge a line, in rank order, no header (as ``FSMTTokenizer.save_vocabulary`` writes it).
+
+    The corpus is pre-tokenized by FSMTTokenizer's own Moses pipeline (constructed on placeholder
+    files), so the BPE is learnt on exactly the words the tokenizer will split.
+    """
+    from transformers import FSMTTokenizer
+
+    specials = {t: i for i, t in enumerate(_FSMT_SPECIALS)}
+    files = {"src_vocab_file": work / "vocab-src.json", "tgt_vocab_file": work / "vocab-tgt.json"}
+    for path in files.values():
+        path.write_text(json.dumps(specials))
+    (work / "merges.txt").write_text("")
+    moses = FSMTTokenizer(
+        merges_file=str(work / "merges.txt"), **{k: str(v) for k, v in files.items()}, **tokenizer_config
+    )
+    lang = moses.src_lang
+    words: Counter[str] = Counter()
+    for line in corpus():
+        text = line.lower() if moses.do_lower_case else line
+        words.update(t for t in moses.moses_tokenize(moses.moses_pipeline(text, lang=lang), lang=lang) if t)
+    symbols, merges = _train_bpe(words, vocab_size=640)  # about 320 characters, then merges
+    vocab = dict(specials)
+    for s in symbols:
+        vocab.setdefault(s, len(vocab))
+    for name in ("vocab-src.json", "vocab-tgt.json"):
+        (out / name).write_text(json.dumps(vocab, ensure_ascii=False, indent=1))
+    (out / "merges.txt").write_text("".join(f"{a} {b}\n" for a, b, _ in merges))
+
+
 # ---------------------------------------------------------------------------- models
 
 
@@ -555,6 +683,27 @@ def _scale_init(model: Any, scale: float, seed: int) -> None:
                 p.copy_(torch.randn(p.shape, generator=gen) * (scale / fan_in**0.5) * 0.35)
             elif "bias" in name:
                 p.zero_()
+
+
+def _output_head(model: Any) -> Any:
+    """The layer that computes the logits: ``get_output_embeddings()``, except for FSMT, whose
+    ``get_output_embeddings()`` is the decoder's input embedding while its logits come from a
+    separate, untied ``decoder.output_projection``."""
+    decoder = getattr(getattr(model, "model", None), "decoder", None)
+    projection = getattr(decoder, "output_projection", None)
+    return projection if projection is not None else model.get_output_embeddings()
+
+
+def _restore_fixed_positions(model: Any) -> None:
+    """Put FSMT's sinusoidal position table back after :func:`_scale_init` re-drew it: it is a
+    parameter, but fixed in real checkpoints, and regenerated as sinusoids when a longer input needs
+    more positions. (The other zoo models keep the re-drawn tables they have always been built with.)"""
+    import torch
+
+    with torch.no_grad():
+        for module in model.modules():
+            if type(module).__name__ == "SinusoidalPositionalEmbedding" and hasattr(module, "get_embedding"):
+                module.weight.copy_(module.get_embedding(*module.weight.shape, module.padding_idx))
 
 
 def _greedy_lengths(model: Any, batch: dict[str, Any], max_new_tokens: int) -> tuple[list[int], int]:
@@ -590,7 +739,7 @@ def _calibrate_eos(model: Any, tokenizer: Any, recipe: Recipe) -> dict[str, Any]
     """
     import torch
 
-    head = model.get_output_embeddings()
+    head = _output_head(model)
     eos = model.config.eos_token_id
     start = model.generation_config.decoder_start_token_id
     if start is None:
@@ -710,7 +859,11 @@ def _build(recipe: Recipe, out: Path) -> None:
         *getattr(tokenizer, "lang_code_to_id", {}).values(),
     ]
     vocab_size = max(len(tokenizer), 1 + max(known))
-    config = config_cls(vocab_size=vocab_size, **ids(recipe.config))
+    sizes = {"vocab_size": vocab_size}
+    if hasattr(tokenizer, "src_vocab_size") and hasattr(tokenizer, "tgt_vocab_size"):
+        # FSMT: a source and a target dictionary (embeddings and output projection sized by each).
+        sizes = {"src_vocab_size": tokenizer.src_vocab_size, "tgt_vocab_size": tokenizer.tgt_vocab_size}
+    config = config_cls(**sizes, **ids(recipe.config))
     torch.manual_seed(recipe.seed)
     gen = ids(recipe.generation)
     if recipe.model_class == "EncoderDecoderModel":
@@ -740,6 +893,7 @@ def _build(recipe: Recipe, out: Path) -> None:
     for attempt in range(_MAX_ATTEMPTS):
         seed = recipe.seed + attempt
         _scale_init(model, recipe.init_scale, seed)
+        _restore_fixed_positions(model)
         stats = _calibrate_eos(model, tokenizer, dataclasses.replace(recipe, seed=seed))
         behaviour = _behaviour(model, tokenizer)
         if behaviour["ok"]:
@@ -751,6 +905,7 @@ def _build(recipe: Recipe, out: Path) -> None:
     seed, stats, behaviour = best
     if seed != recipe.seed + attempt:  # the last attempt was not the best: rebuild the best one
         _scale_init(model, recipe.init_scale, seed)
+        _restore_fixed_positions(model)
         stats = _calibrate_eos(model, tokenizer, dataclasses.replace(recipe, seed=seed))
     stats = {**stats, "seed": seed, "behaviour": behaviour}
     model.save_pretrained(str(out), safe_serialization=True)

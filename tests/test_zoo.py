@@ -65,3 +65,80 @@ def test_generation_is_seed_stable(arch: str) -> None:
     a = capture(target, ["Hello world."], GREEDY)
     b = capture(target, ["Hello world."], GREEDY)
     assert torch.equal(a.sequences, b.sequences)
+
+
+# ------------------------------------------------------------------------------- fsmt (needs sacremoses)
+
+
+def test_fsmt_is_in_the_extended_zoo_only_when_sacremoses_is_importable() -> None:
+    import importlib.util
+
+    assert "fsmt" not in testing.ARCHITECTURES
+    if importlib.util.find_spec("sacremoses") is not None:
+        assert "fsmt" in testing.ALL_ARCHITECTURES and "fsmt" not in testing.UNAVAILABLE
+    else:
+        assert "fsmt" not in testing.ALL_ARCHITECTURES and "sacremoses" in testing.UNAVAILABLE["fsmt"]
+
+
+def test_fsmt_is_unavailable_with_its_reason_without_sacremoses() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['sacremoses'] = None\n"  # makes find_spec (and import) fail
+        "from ppinvariants import testing\n"
+        "assert 'fsmt' not in testing.RECIPES and 'fsmt' not in testing.ALL_ARCHITECTURES\n"
+        "assert 'sacremoses' in testing.UNAVAILABLE['fsmt']\n"
+        "try:\n"
+        "    testing.tiny_checkpoint('fsmt')\n"
+        "except KeyError as e:\n"
+        "    assert 'sacremoses' in str(e), e\n"
+        "else:\n"
+        "    raise AssertionError('built fsmt without sacremoses')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_fsmt_bpe_training_is_deterministic() -> None:
+    from collections import Counter
+
+    words = Counter({"lower": 5, "lowest": 2, "newer": 6, "wider": 3, "new": 2, "low": 5})
+    shuffled = Counter(dict(reversed(list(words.items()))))
+    first = testing._train_bpe(words, vocab_size=400)  # about 320 symbols before the first merge
+    assert first == testing._train_bpe(shuffled, vocab_size=400)
+    symbols, merges = first
+    assert merges[0][:2] == ("e", "r</w>")  # the most frequent pair (5 + 6 + 3 = 14) is learnt first
+    assert all(count >= 2 for *_, count in merges)
+
+
+def test_fsmt_checkpoint_has_fairseq_bpe_files_and_round_trips_text() -> None:
+    import pytest
+
+    pytest.importorskip("sacremoses")
+    import transformers
+
+    from ppinvariants.capture import DEFAULT_TEXTS
+
+    path = testing.tiny_checkpoint("fsmt")
+    src = json.loads((path / "vocab-src.json").read_text())
+    assert src == json.loads((path / "vocab-tgt.json").read_text())
+    assert [t for t, i in sorted(src.items(), key=lambda kv: kv[1])][:4] == ["<s>", "<pad>", "</s>", "<unk>"]
+    assert sorted(src.values()) == list(range(len(src)))
+    assert {"the</w>", ".</w>", "&quot;</w>", "ü", "ü</w>"} <= set(src)  # word-final pieces end with </w>
+    merges = (path / "merges.txt").read_text().splitlines()
+    assert merges and all(len(m.split()) == 2 for m in merges)  # "first second", no header
+    tok = transformers.AutoTokenizer.from_pretrained(str(path))
+    assert type(tok).__name__ == "FSMTTokenizer"
+    model = transformers.AutoModelForSeq2SeqLM.from_pretrained(str(path))
+    cfg = model.config
+    assert (cfg.src_vocab_size, cfg.tgt_vocab_size) == (tok.src_vocab_size, tok.tgt_vocab_size) == (len(src), len(src))
+    assert (cfg.bos_token_id, cfg.pad_token_id, cfg.eos_token_id, cfg.decoder_start_token_id) == (0, 1, 2, 2)
+    # the logits come from the untied output projection (what the eos calibration rewrote)
+    assert testing._output_head(model) is model.model.decoder.output_projection
+    for text in DEFAULT_TEXTS:
+        ids = tok(text).input_ids
+        assert ids[-1] == tok.sep_token_id and tok.unk_token_id not in ids, text
+        # BPE loses nothing: decoding gives back what Moses alone gives (spaces and punctuation normalized)
+        moses = tok.moses_detokenize(tok.moses_tokenize(tok.moses_pipeline(text, "en"), "en"), "de")
+        assert tok.decode(ids, skip_special_tokens=True) == moses
