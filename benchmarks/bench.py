@@ -1,7 +1,7 @@
 """Overhead and memory of ppinvariants' checks against bare ``generate()``, measured in one run.
 
 (a) bare ``generate(output_scores=True)`` vs generate + capture + every record-level check (no
-    re-runs), for a random BART-base (``BartConfig()`` defaults) and a wide-vocabulary Pegasus-like
+    re-runs), for a random BART-large-size model (``BartConfig()`` defaults) and a wide-vocabulary Pegasus-like
     model, at 1 and 2 torch threads;
 (b) the default check (standard evidence re-runs) and ``--thorough``, over the three default
     decodings, vs bare ``generate()`` (no scores) of the same decodings;
@@ -53,8 +53,11 @@ transformers.logging.set_verbosity_error()
 def build(kind: str) -> Any:
     """A random model as a ppinvariants Target, with the tiny zoo's tokenizer of the same family."""
     torch.manual_seed(0)
-    if kind == "bart-base":
-        config, tok_from = transformers.BartConfig(), "tiny:bart"  # vocab 50265, d_model 768, 6+6 layers
+    if kind == "bart-large":
+        config, tok_from = (
+            transformers.BartConfig(),
+            "tiny:bart",
+        )  # the defaults are BART-large: vocab 50265, d_model 1024, 12+12 layers
         model = transformers.BartForConditionalGeneration(config)
     else:  # Pegasus vocabulary (96103) with smaller layers, to stay runnable on a 2-core CPU
         config = transformers.PegasusConfig(
@@ -230,7 +233,7 @@ def main() -> None:
         f"decodings (greedy, beam 4/2, sampling); medians of {reps} runs (--thorough: 1 run)\n"
     )
     table = []
-    targets = {kind: build(kind) for kind in ("bart-base", "pegasus-96k")}
+    targets = {kind: build(kind) for kind in ("bart-large", "pegasus-96k")}
     for kind, target in targets.items():
         bt, dec = texts(batch), fixed(steps)
         for threads in (1, 2):
@@ -266,10 +269,10 @@ def main() -> None:
     parallel = statistics.median(suite_seconds(specs, 2) for _ in range(2))
     print(f"(e) shipped suite on {' '.join(specs)}: 1 worker {serial:.1f}s, 2 workers (-n 2) {parallel:.1f}s")
     table.append((f"(e) shipped suite, 1 worker / 2 workers, {' + '.join(specs)}", serial / parallel, "speed-up"))
-    mem = memory("bart-base", mem_rows, mem_steps)
+    mem = memory("bart-large", mem_rows, mem_steps)
     rec_extra, stream_extra = mem["record"] - mem["bare"], mem["streaming"] - mem["bare"]
     print(
-        f"(c) bart-base batch {mem_rows} x {mem_steps}: peak RSS rise over the loaded model: generate() alone "
+        f"(c) bart-large batch {mem_rows} x {mem_steps}: peak RSS rise over the loaded model: generate() alone "
         f"{mem['bare']:.0f} MiB, record mode {mem['record']:.0f} MiB (+{rec_extra:.0f} over generate), "
         f"streaming {mem['streaming']:.0f} MiB (+{stream_extra:.0f})"
     )

@@ -87,9 +87,10 @@ def collect_evidence(target: Any, record: GenerationRecord, depth: str = STANDAR
     Every depth: one teacher-forced forward pass with autograd on (its logits are the teacher-forced
     evidence, its sequence log-prob the differentiable one) and, for greedy and beam search, the
     batch reversed and padded :data:`EXTRA_PADDING` columns wider. ``standard`` takes the gradient
-    with respect to the input embedding matrices only (every path from the inputs to the log-prob
-    starts there, and it skips the weight gradients of every other layer) and re-runs for
-    determinism only under sampling, where seeded draws make it bite. ``thorough`` adds: the
+    with respect to the encoder's and decoder's input embedding activations only (every path from
+    the inputs to the log-prob starts there, and no weight gradient is computed; see
+    :func:`_teacher_forcing_with_grad`) and re-runs for determinism only under sampling, where
+    seeded draws make it bite. ``thorough`` adds: the
     gradient with respect to every parameter, a second run of every decoding, each input generated
     alone, top-1 sampling against greedy search, a run in train mode, and greedy ``generate()``
     with autograd on. What a depth leaves out is listed in ``Evidence.not_collected``.
@@ -145,8 +146,8 @@ def collect_evidence(target: Any, record: GenerationRecord, depth: str = STANDAR
     return ev
 
 
-def _embedding_weights(model: Any) -> list[torch.Tensor]:
-    """The input embedding matrices of the encoder and the decoder (one tensor when shared)."""
+def _embedding_modules(model: Any) -> list[Any]:
+    """The input embedding modules of the model, its encoder and its decoder (each once, when shared)."""
 
     def call(obj: Any, getter: str) -> Any:
         try:  # the base class raises NotImplementedError where a model defines no such accessor
@@ -154,38 +155,58 @@ def _embedding_weights(model: Any) -> list[torch.Tensor]:
         except (NotImplementedError, AttributeError):
             return None
 
-    found: dict[int, torch.Tensor] = {}
+    found: dict[int, Any] = {}
     for part in (model, call(model, "get_encoder"), call(model, "get_decoder")):
-        weight = getattr(call(part, "get_input_embeddings"), "weight", None)
-        if isinstance(weight, torch.Tensor) and weight.requires_grad:
-            found[id(weight)] = weight
+        module = call(part, "get_input_embeddings")
+        if isinstance(module, torch.nn.Module):
+            found[id(module)] = module
     return list(found.values())
 
 
 def _teacher_forcing_with_grad(
     target: Any, record: GenerationRecord, ids: torch.Tensor, mask: torch.Tensor, ev: Evidence, thorough: bool
 ) -> None:
-    """One teacher-forced pass with autograd on: fills the teacher-forced logits and the gradient evidence."""
+    """One teacher-forced pass with autograd on: fills the teacher-forced logits and the gradient evidence.
+
+    Thorough: the gradient with respect to every parameter that requires one; some must be present,
+    all finite, and not all zero. Standard: the gradient with respect to the *outputs* of the input
+    embedding modules in this pass (the encoder's and the decoder's inputs): each such activation
+    that requires a gradient must get one, finite and not all zero. Every path from the inputs to
+    the log-prob starts there, and the backward pass computes no weight gradient at all.
+    """
     model = target.model
-    if thorough:
-        params, ev.grad_scope = [p for p in model.parameters() if p.requires_grad], "every parameter"
-    else:
-        params, ev.grad_scope = _embedding_weights(model), "the input embeddings"
-        if not params:  # no embedding matrix found: fall back to every parameter
-            params, ev.grad_scope = [p for p in model.parameters() if p.requires_grad], "every parameter"
-    with torch.enable_grad():
-        logits = teacher_forced_logits(model, ids, mask, record.sequences)
-        chosen = token_logprobs(logits, record.sequences)
-        live = generation_mask(record.sequences, record.conventions.eos_token_ids).to(chosen.device)
-        lp = torch.where(live.bool(), chosen, torch.zeros_like(chosen)).sum(dim=1)
-        ev.teacher_forced_logits = logits.detach().float().cpu()
-        grads: list[torch.Tensor | None] = []
-        if lp.requires_grad and params:  # detached logits leave nothing to backpropagate: reported as no gradient
-            grads = list(torch.autograd.grad(lp.sum(), params, allow_unused=True))
-    present = [g for g in grads if g is not None]
-    ev.grad_finite = bool(present) and all(bool(torch.isfinite(g).all()) for g in present)
-    ev.grad_nonzero = any(bool((g != 0).any()) for g in present)
+    captured: list[torch.Tensor] = []
+
+    def keep(_module: Any, _args: Any, output: Any) -> None:
+        if isinstance(output, torch.Tensor) and output.requires_grad:
+            captured.append(output)
+
+    hooks = [] if thorough else [m.register_forward_hook(keep) for m in _embedding_modules(model)]
+    try:
+        with torch.enable_grad():
+            logits = teacher_forced_logits(model, ids, mask, record.sequences)
+            chosen = token_logprobs(logits, record.sequences)
+            live = generation_mask(record.sequences, record.conventions.eos_token_ids).to(chosen.device)
+            lp = torch.where(live.bool(), chosen, torch.zeros_like(chosen)).sum(dim=1)
+    finally:
+        for h in hooks:
+            h.remove()
+    ev.teacher_forced_logits = logits.detach().float().cpu()
     ev.grad_logprob = lp.detach().float().cpu()
+    if captured:
+        inputs, ev.grad_scope = captured, "the encoder's and decoder's input embeddings"
+    else:  # thorough, or no embedding module found: every parameter
+        inputs, ev.grad_scope = [p for p in model.parameters() if p.requires_grad], "every parameter"
+    grads: list[torch.Tensor | None] = [None] * len(inputs)
+    if lp.requires_grad and inputs:  # detached logits leave nothing to backpropagate: reported as no gradient
+        grads = list(torch.autograd.grad(lp.sum(), inputs, allow_unused=True))
+    if captured:  # each input activation must receive a usable gradient
+        ev.grad_finite = all(g is not None and bool(torch.isfinite(g).all()) for g in grads)
+        ev.grad_nonzero = all(g is not None and bool((g != 0).any()) for g in grads)
+    else:
+        present = [g for g in grads if g is not None]
+        ev.grad_finite = bool(present) and all(bool(torch.isfinite(g).all()) for g in present)
+        ev.grad_nonzero = any(bool((g != 0).any()) for g in present)
 
 
 def _solo_runs(target: Any, record: GenerationRecord) -> list[Rerun]:

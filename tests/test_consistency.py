@@ -119,7 +119,7 @@ def test_standard_evidence_collects_one_rerun_and_names_what_it_leaves_out(decod
     ev = rec.evidence
     assert ev.depth == "standard" and not ev.errors
     assert ev.teacher_forced_logits is not None and ev.grad_logprob is not None
-    assert ev.grad_scope == "the input embeddings" and ev.grad_finite and ev.grad_nonzero
+    assert ev.grad_scope == "the encoder's and decoder's input embeddings" and ev.grad_finite and ev.grad_nonzero
     assert ev.solo is None and ev.top1_sampling is None and ev.train_mode_differs is None
     assert ev.generate_grad_logprob is None
     assert {"top1", "train_mode", "generate_grad"} <= set(ev.not_collected)
@@ -200,13 +200,16 @@ def test_public_sequence_logprobs_has_gradient() -> None:
     assert torch.allclose(lp.detach(), rec.evidence.grad_logprob, atol=1e-5)
 
 
-def test_embedding_weights_tolerate_models_without_accessors() -> None:
+def test_embedding_modules_tolerate_models_without_accessors() -> None:
     """transformers 4.40's base class raises NotImplementedError for a missing get_input_embeddings()."""
-    from ppinvariants.evidence import _embedding_weights
+    from ppinvariants.evidence import _embedding_modules
 
     target = load_target("tiny:bart")
-    shared = target.model.get_input_embeddings().weight
-    assert any(w is shared for w in _embedding_weights(target.model))
+    shared = target.model.get_input_embeddings()
+    found = _embedding_modules(target.model)
+    assert any(m is shared for m in found)
+    assert any(m is target.model.get_encoder().get_input_embeddings() for m in found)
+    assert len({id(m) for m in found}) == len(found)  # each once
 
     class Part:
         def get_input_embeddings(self):  # noqa: ANN202
@@ -220,6 +223,22 @@ def test_embedding_weights_tolerate_models_without_accessors() -> None:
             raise NotImplementedError
 
         def get_input_embeddings(self):  # noqa: ANN202
-            return target.model.get_input_embeddings()
+            return shared
 
-    assert [w is shared for w in _embedding_weights(Model())] == [True]
+    assert [m is shared for m in _embedding_modules(Model())] == [True]
+
+
+def test_standard_gradient_must_reach_the_encoder(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An encoder whose output is detached from the log-prob fails the standard gradient check."""
+    target = load_target("tiny:bart")
+    encoder = target.model.get_encoder()
+    handle = encoder.register_forward_hook(
+        lambda _m, _a, out: type(out)(last_hidden_state=out.last_hidden_state.detach())
+    )
+    try:
+        rec = capture(target, list(DEFAULT_TEXTS), GREEDY, evidence="standard")
+    finally:
+        handle.remove()
+    assert rec.evidence.grad_finite is False
+    violations = _check("sequence_logprob_is_differentiable", rec)
+    assert any("input embeddings" in v.message and "missing or not finite" in v.message for v in violations)

@@ -327,9 +327,10 @@ def sequence_logprob_is_differentiable(record: GenerationRecord) -> list[Violati
     teacher-forced rescoring (:func:`ppinvariants.rescoring.sequence_logprobs`) and, in greedy
     search with thorough evidence, by ``generate()`` run with autograd on; both must equal the
     masked sum of the generation-time raw-logit log-probs, and backpropagate a finite gradient that
-    is not all zero: with respect to the input embedding matrices (standard evidence: every path
-    from the inputs to the log-prob starts there) or every parameter (thorough). Detached logits,
-    a wrong mask or a shifted gather break it.
+    is not all zero: with respect to each of the encoder's and decoder's input embedding activations
+    (standard evidence: every path from the inputs to the log-prob starts there; a detached encoder
+    fails too) or to the parameters (thorough: some finite, not all zero). Detached logits, a wrong
+    mask or a shifted gather break it.
     """
     name = "sequence_logprob_is_differentiable"
     ev = _evidence(record, "grad", optional=("generate_grad",))
