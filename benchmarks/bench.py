@@ -151,7 +151,7 @@ def _reset_peak() -> bool:
 def memory_child(mode: str, kind: str, rows: int, steps: int) -> None:
     """In a fresh process: run one mode and print how far its peak RSS rose above the RSS before it (MiB).
 
-    Building a random BART-base peaks at about 2 GiB (initialisation temporaries), above what a
+    Building a random BART-large-size model peaks at about 2 GiB (initialisation temporaries), above what a
     small generation adds: the peak mark is reset after the build where the kernel allows it.
     """
     torch.set_num_threads(2)
