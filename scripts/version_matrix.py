@@ -25,7 +25,16 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_VERSIONS = ("4.40.2", "4.46.3", "4.51.3", "4.57.6", "5.24.0")
-EXTRAS = ["sentencepiece", "protobuf", "safetensors", "sacremoses", "pytest", "hypothesis", "pytest-xdist", "matplotlib"]
+EXTRAS = [
+    "sentencepiece",
+    "protobuf",
+    "safetensors",
+    "sacremoses",
+    "pytest",
+    "hypothesis",
+    "pytest-xdist",
+    "matplotlib",
+]
 
 
 def run(cmd: list[str], env: dict[str, str], timeout: int, log: Path) -> tuple[int, str, float]:
