@@ -31,8 +31,8 @@ class Rerun:
     sequences_scores: torch.Tensor | None = None  # beam search only
 
 
-#: Evidence depths. ``standard`` is what a CI gate can afford: per decoding, one teacher-forced
-#: forward and backward pass and one more ``generate()`` call (see :func:`collect_evidence`);
+#: Evidence depths. ``standard`` is what a CI gate can afford: per decoding, two teacher-forced
+#: forward passes and one backward pass, and one more ``generate()`` call (see :func:`collect_evidence`);
 #: ``thorough`` re-runs everything.
 STANDARD = "standard"
 THOROUGH = "thorough"
@@ -84,8 +84,8 @@ def _generate(target: Any, batch: dict[str, torch.Tensor], decoding: Any, **over
 def collect_evidence(target: Any, record: GenerationRecord, depth: str = STANDARD) -> Evidence:
     """Re-run the model as the consistency invariants need, for ``record``'s inputs and decoding.
 
-    Every depth: one teacher-forced forward pass with autograd on (its logits are the teacher-forced
-    evidence, its sequence log-prob the differentiable one) and, for greedy and beam search, the
+    Every depth: a teacher-forced pass under no_grad (the teacher-forced evidence), one with autograd
+    on and its backward pass (the differentiable sequence log-prob) and, for greedy and beam search, the
     batch reversed and padded :data:`EXTRA_PADDING` columns wider. ``standard`` takes the gradient
     with respect to the encoder's and decoder's input embedding activations only (every path from
     the inputs to the log-prob starts there, and no weight gradient is computed; see
@@ -166,22 +166,31 @@ def _embedding_modules(model: Any) -> list[Any]:
 def _teacher_forcing_with_grad(
     target: Any, record: GenerationRecord, ids: torch.Tensor, mask: torch.Tensor, ev: Evidence, thorough: bool
 ) -> None:
-    """One teacher-forced pass with autograd on: fills the teacher-forced logits and the gradient evidence.
+    """Teacher forcing: fills the teacher-forced logits (a pass under no_grad) and the gradient evidence
+    (a pass with autograd on, then one backward pass).
 
     Thorough: the gradient with respect to every parameter that requires one; some must be present,
     all finite, and not all zero. Standard: the gradient with respect to the *outputs* of the input
-    embedding modules in this pass (the encoder's and the decoder's inputs): each such activation
-    that requires a gradient must get one, finite and not all zero. Every path from the inputs to
-    the log-prob starts there, and the backward pass computes no weight gradient at all.
+    embedding modules in the pass (the encoder's and the decoder's inputs): every module whose output
+    requires a gradient must receive one, finite, and not all zero in at least one of its outputs.
+    Every path from the inputs to the log-prob starts there, and the backward pass computes no
+    weight gradient at all.
     """
     model = target.model
-    captured: list[torch.Tensor] = []
+    # The teacher-forced evidence comes from a pass under no_grad, as generation ran: with autograd
+    # on, attention may take another kernel (T5-family logits then differ by up to 1e-3 in float32).
+    with torch.no_grad():
+        ev.teacher_forced_logits = teacher_forced_logits(model, ids, mask, record.sequences).float().cpu()
+    captured: list[tuple[int, torch.Tensor]] = []  # (embedding module id, its output in this pass)
 
-    def keep(_module: Any, _args: Any, output: Any) -> None:
-        if isinstance(output, torch.Tensor) and output.requires_grad:
-            captured.append(output)
+    def keeper(module: Any) -> Any:
+        def keep(_module: Any, _args: Any, output: Any) -> None:
+            if isinstance(output, torch.Tensor) and output.requires_grad:
+                captured.append((id(module), output))
 
-    hooks = [] if thorough else [m.register_forward_hook(keep) for m in _embedding_modules(model)]
+        return keep
+
+    hooks = [] if thorough else [m.register_forward_hook(keeper(m)) for m in _embedding_modules(model)]
     try:
         with torch.enable_grad():
             logits = teacher_forced_logits(model, ids, mask, record.sequences)
@@ -191,18 +200,24 @@ def _teacher_forcing_with_grad(
     finally:
         for h in hooks:
             h.remove()
-    ev.teacher_forced_logits = logits.detach().float().cpu()
     ev.grad_logprob = lp.detach().float().cpu()
     if captured:
-        inputs, ev.grad_scope = captured, "the encoder's and decoder's input embeddings"
+        inputs, ev.grad_scope = [out for _, out in captured], "the encoder's and decoder's input embeddings"
     else:  # thorough, or no embedding module found: every parameter
         inputs, ev.grad_scope = [p for p in model.parameters() if p.requires_grad], "every parameter"
     grads: list[torch.Tensor | None] = [None] * len(inputs)
     if lp.requires_grad and inputs:  # detached logits leave nothing to backpropagate: reported as no gradient
         grads = list(torch.autograd.grad(lp.sum(), inputs, allow_unused=True))
-    if captured:  # each input activation must receive a usable gradient
-        ev.grad_finite = all(g is not None and bool(torch.isfinite(g).all()) for g in grads)
-        ev.grad_nonzero = all(g is not None and bool((g != 0).any()) for g in grads)
+    if captured:
+        # Each embedding module must pass a usable gradient: finite everywhere, and not all zero in at
+        # least one of its outputs (LED embeds its window padding separately: that output gets zero).
+        ev.grad_finite = all(g is None or bool(torch.isfinite(g).all()) for g in grads)
+        nonzero: dict[int, bool] = {}
+        for (module, _), g in zip(captured, grads, strict=True):
+            nonzero[module] = nonzero.get(module, False) or (g is not None and bool((g != 0).any()))
+        reached = {module for (module, _), g in zip(captured, grads, strict=True) if g is not None}
+        ev.grad_finite = ev.grad_finite and reached == set(nonzero)
+        ev.grad_nonzero = all(nonzero.values())
     else:
         present = [g for g in grads if g is not None]
         ev.grad_finite = bool(present) and all(bool(torch.isfinite(g).all()) for g in present)
