@@ -750,7 +750,8 @@ def _calibrate_eos(model: Any, tokenizer: Any, recipe: Recipe) -> dict[str, Any]
     captured: list[torch.Tensor] = []
     hook = head.register_forward_hook(lambda _m, inp, _o: captured.append(inp[0].detach()))
     with torch.no_grad():
-        logits = model(**enc, decoder_input_ids=dec_in).logits
+        # use_cache=False: a full pass over every position (4.x FSMT decodes only the last one with a cache)
+        logits = model(**enc, decoder_input_ids=dec_in, use_cache=False).logits
     hook.remove()
     keep = dec_in.reshape(-1) != tokenizer.pad_token_id
     states = captured[0]
