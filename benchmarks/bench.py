@@ -17,7 +17,6 @@ Usage: ``python benchmarks/bench.py [--quick]``. Models are random (built offlin
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import platform
 import resource
@@ -33,16 +32,10 @@ from typing import Any
 import torch
 import transformers
 
-from ppinvariants.capture import (
-    DEFAULT_DECODINGS,
-    DEFAULT_TEXTS,
-    Decoding,
-    capture,
-    chosen_logprobs,
-    generated_tokens,
-    step_logprobs,
-)
+from ppinvariants.capture import capture
+from ppinvariants.decoding import DEFAULT_DECODINGS, DEFAULT_TEXTS, Decoding
 from ppinvariants.invariants import REGISTRY, run_invariants
+from ppinvariants.record import chosen_logprobs, generated_tokens, step_logprobs
 from ppinvariants.runner import check_loaded
 from ppinvariants.targets import _finish, load_target
 
@@ -88,7 +81,7 @@ def fixed(steps: int, name: str = "greedy") -> Decoding:
     """The default check's decoding ``name`` (greedy, beam, sample), generating exactly ``steps`` tokens
     (eos banned throughout)."""
     base = next(d for d in DEFAULT_DECODINGS if d.name == name)
-    return dataclasses.replace(base, max_new_tokens=steps, min_length=steps + 2, min_new_tokens=None)
+    return base.replace(max_new_tokens=steps, min_length=steps + 2, min_new_tokens=None)
 
 
 def texts(n: int) -> list[str]:

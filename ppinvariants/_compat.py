@@ -6,6 +6,7 @@ Everything else in the package calls these helpers instead of testing versions i
 from __future__ import annotations
 
 import contextlib
+import copy
 import inspect
 from collections.abc import Iterator
 from typing import Any
@@ -198,3 +199,87 @@ def runs_after_separate_warpers(model: Any, processor: Any, on_build: Any) -> It
         yield
     finally:
         model.__dict__.pop("_get_logits_warper", None)
+
+
+def check_generation_settings(name: str, settings: Any) -> None:
+    """Raise :class:`~ppinvariants.errors.UsageError` where transformers rejects ``settings`` (a dict or a
+    ``GenerationConfig``): a wrong type or an invalid combination. Mere warnings (a setting without effect
+    under this decoding) pass: a checkpoint's own config often carries such settings."""
+    import warnings
+
+    from .errors import UsageError
+
+    verbosity = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_error()  # validate() logs flags without effect: not ours to print
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            config = settings if isinstance(settings, transformers.GenerationConfig) else None
+            if config is None:
+                config = transformers.GenerationConfig(**settings)
+            config.validate()
+    except (ValueError, TypeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UsageError(f"decoding {name}: transformers rejects these settings: {first}") from None
+    finally:
+        transformers.logging.set_verbosity(verbosity)
+
+
+def reference_logits_processors(
+    model: Any,
+    generation_config: Any,
+    *,
+    prompt_length: int,
+    encoder_input_ids: torch.Tensor | None,
+    attention_mask: torch.Tensor | None,
+    device: Any,
+    user_processors: Any = None,
+) -> Any:
+    """The ``LogitsProcessorList`` transformers' own ``generate()`` builds for ``generation_config``.
+
+    Built by the library's ``GenerationMixin`` methods (never a model's override), from the config
+    the caller *intends*, with the length limits already resolved: the same processors and warpers,
+    in the same order, with the same arguments as generate() would give them (``_prepare_special_tokens``
+    first where it exists, 4.41+; the separate warper list of 4.40 appended after the processors, as
+    generate() ran it). ``user_processors`` are merged as generate() merges a ``logits_processor=`` list.
+    """
+    from transformers import LogitsProcessorList
+    from transformers.generation.utils import GenerationMixin
+
+    gc = copy.deepcopy(generation_config)
+    prepare = getattr(GenerationMixin, "_prepare_special_tokens", None)
+    if prepare is not None:
+        params = inspect.signature(prepare).parameters
+        extra: dict[str, Any] = {"device": device}
+        if "batch_size" in params and encoder_input_ids is not None:
+            extra["batch_size"] = int(encoder_input_ids.shape[0])
+        prepare(model, gc, True, **{k: v for k, v in extra.items() if k in params})
+    mask_key = "decoder_attention_mask" if model.config.is_encoder_decoder else "attention_mask"
+    kwargs = {
+        "generation_config": gc,
+        "input_ids_seq_length": prompt_length,
+        "encoder_input_ids": encoder_input_ids,
+        "prefix_allowed_tokens_fn": None,
+        "logits_processor": LogitsProcessorList(list(user_processors or [])),
+        "device": device,
+        "model_kwargs": {} if model.config.is_encoder_decoder else {mask_key: attention_mask},
+        "negative_prompt_ids": None,
+        "negative_prompt_attention_mask": None,
+    }
+    build = GenerationMixin._get_logits_processor
+    params = inspect.signature(build).parameters
+    processors = build(model, **{k: v for k, v in kwargs.items() if k in params})
+    warpers = getattr(GenerationMixin, "_get_logits_warper", None)
+    if warpers is not None and gc.do_sample:  # 4.40: a second list, run after the processors
+        wparams = inspect.signature(warpers).parameters
+        wkw = {"generation_config": gc, "device": device}
+        processors = LogitsProcessorList(
+            [*processors, *warpers(model, **{k: v for k, v in wkw.items() if k in wparams})]
+        )
+    return processors
+
+
+def processes_in_model_dtype() -> bool:
+    """Whether ``generate()`` runs the processors and warpers on logits in the model's dtype (before 4.46);
+    4.46 and later upcast ``next_token_logits`` to float32 first (transformers commit 22e6f14)."""
+    return TRANSFORMERS_VERSION < Version("4.46")

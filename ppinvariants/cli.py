@@ -117,16 +117,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    import dataclasses
 
     from . import testing
-    from .capture import DEFAULT_DECODINGS, DEFAULT_TEXTS
+    from .decoding import DEFAULT_DECODINGS, DEFAULT_TEXTS
     from .report import render_text
     from .runner import check
 
     specs = args.targets or [f"tiny:{a}" for a in testing.ARCHITECTURES]
     texts = args.text if args.text else list(DEFAULT_TEXTS)
-    decodings = [dataclasses.replace(d, seed=args.seed) for d in DEFAULT_DECODINGS]
+    decodings = [d.replace(seed=args.seed) for d in DEFAULT_DECODINGS]
     progress = _progress(quiet=args.quiet)
     report = check(
         specs,
@@ -180,15 +179,15 @@ def _selftest(args: argparse.Namespace) -> int:
 
 
 def _explain(args: argparse.Namespace) -> int:
-    import dataclasses
 
-    from .capture import GREEDY, encode
+    from .capture import encode
+    from .decoding import GREEDY
     from .explain import explain, plot, render
     from .targets import load_target
 
     target = load_target(args.target, device=args.device, dtype=args.dtype)
     encode(target.tokenizer, [args.text], target.model)  # empty text etc.: one clear line
-    decoding = dataclasses.replace(GREEDY, max_new_tokens=args.max_new_tokens, min_length=None)
+    decoding = GREEDY.replace(max_new_tokens=args.max_new_tokens, min_length=None)
     steps = explain(target, args.text, top_k=args.top_k, decoding=decoding)
     print(f"{args.target}: {args.text!r}")
     print(render(steps, vocab_size=int(target.model.get_output_embeddings().weight.shape[0])))
@@ -198,9 +197,8 @@ def _explain(args: argparse.Namespace) -> int:
 
 
 def _snapshot(args: argparse.Namespace) -> int:
-    import dataclasses
 
-    from .capture import DEFAULT_DECODINGS
+    from .decoding import DEFAULT_DECODINGS
     from .snapshot import take_snapshot, write_snapshot
     from .targets import load_target
 
@@ -211,7 +209,7 @@ def _snapshot(args: argparse.Namespace) -> int:
         trust_remote_code=args.trust_remote_code,
         allow_pickle=args.allow_pickle,
     )
-    decodings = [dataclasses.replace(d, seed=args.seed) for d in DEFAULT_DECODINGS]
+    decodings = [d.replace(seed=args.seed) for d in DEFAULT_DECODINGS]
     snapshot = take_snapshot(target, args.text or None, decodings)
     path = write_snapshot(snapshot, args.output)
     rows = sum(len(run["rows"]) for run in snapshot["runs"])

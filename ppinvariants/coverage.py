@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from .capture import DEFAULT_DECODINGS, Decoding
+from .decoding import DEFAULT_DECODINGS, Decoding
 from .report import Report, Result
 
 STATUS_ORDER = ("error", "fail", "xfail", "pass")

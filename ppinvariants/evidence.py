@@ -8,7 +8,6 @@ once, at capture time, and kept as plain tensors in :class:`Evidence`.
 from __future__ import annotations
 
 import copy
-import dataclasses
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -18,7 +17,7 @@ from . import _compat
 from .rescoring import generation_mask, teacher_forced_logits, token_logprobs
 
 if TYPE_CHECKING:
-    from .capture import GenerationRecord
+    from .record import GenerationRecord
 
 
 @dataclass
@@ -64,7 +63,7 @@ class Evidence:
 
 
 def _generate(target: Any, batch: dict[str, torch.Tensor], decoding: Any, **override: Any) -> Rerun:
-    from .capture import stack_steps
+    from .record import stack_steps
 
     gen_config = copy.deepcopy(target.model.generation_config)
     gen_config.update(**{**decoding.generate_kwargs(), **override})
@@ -139,7 +138,7 @@ def collect_evidence(target: Any, record: GenerationRecord, depth: str = STANDAR
         return ev
     if record.is_greedy:
         ev.top1_sampling = attempt(
-            "top1", lambda: _generate(target, batch, dataclasses.replace(d, do_sample=True), top_k=1).sequences
+            "top1", lambda: _generate(target, batch, d.replace(do_sample=True), top_k=1).sequences
         )
         ev.generate_grad_logprob = attempt("generate_grad", lambda: _generate_grad_logprob(target, batch, record))
     ev.train_mode_differs = attempt("train_mode", lambda: _train_mode_differs(target, batch, record))
@@ -280,7 +279,7 @@ def _generate_grad_logprob(
     target: Any, batch: dict[str, torch.Tensor], record: GenerationRecord
 ) -> torch.Tensor | None:
     """Sequence log-probs from the raw logits of a ``generate()`` run with autograd on (greedy)."""
-    from .capture import finished_mask, generated_tokens, masked_sum
+    from .record import finished_mask, generated_tokens, masked_sum
 
     gen_config = copy.deepcopy(target.model.generation_config)
     gen_config.update(**record.decoding.generate_kwargs())

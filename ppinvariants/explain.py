@@ -14,8 +14,10 @@ from typing import Any
 
 import torch
 
-from .capture import GREEDY, Decoding, capture, finished_mask, generated_tokens, log_probs
+from .capture import capture
+from .decoding import GREEDY, Decoding
 from .errors import UsageError
+from .record import finished_mask, generated_tokens, log_probs
 
 
 @dataclass(frozen=True)

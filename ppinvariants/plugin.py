@@ -45,8 +45,9 @@ import pytest
 from . import __version__
 
 if TYPE_CHECKING:
-    from .capture import Decoding, GenerationRecord
+    from .decoding import Decoding
     from .invariants import Invariant
+    from .record import GenerationRecord
     from .report import Result
     from .snapshot import SnapshotFixture
     from .targets import Target
@@ -199,7 +200,8 @@ def ppi_capture(ppi_target: Target, request: pytest.FixtureRequest) -> Callable[
     ``evidence`` defaults to ``"thorough"`` under ``--ppi-thorough``, else ``"standard"``).
     Invalid inputs or decoding configs fail the test with a one-line message; an exception raised
     by ``generate()`` itself propagates with its traceback."""
-    from .capture import GREEDY, capture
+    from .capture import capture
+    from .decoding import GREEDY
     from .errors import PPIError
 
     def _capture(texts: Sequence[str], decoding: Decoding = GREEDY, **kwargs: Any) -> GenerationRecord:

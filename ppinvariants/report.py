@@ -3,7 +3,7 @@
 The JSON shape is a public contract (later versions add fields, never rename these)::
 
     {"environment": {"python", "torch", "transformers", "device", "dtype"},
-     "targets": [{"target", "status", "error", "conventions",
+     "targets": [{"target", "status", "error", "conventions", "decodings": {name: {"settings", "note"}},
                   "results": [{"invariant", "decoding", "status", "reason",
                                "violations": [{"message", "row", "step", "token_id", "token",
                                                "expected", "found"}]}]}]}
@@ -70,6 +70,8 @@ class TargetReport:
     error: str | None = None
     conventions: dict[str, Any] | None = None
     results: list[Result] = field(default_factory=list)
+    # Each decoding's effective settings (the checkpoint's generation config merged in) and its note.
+    decodings: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def finalize(self) -> TargetReport:
         if self.error is not None:
@@ -86,6 +88,7 @@ class TargetReport:
             "status": self.status,
             "error": self.error,
             "conventions": self.conventions,
+            "decodings": self.decodings,
             "results": [r.to_dict() for r in self.results],
         }
 
@@ -154,6 +157,11 @@ def render_text(report: Report, *, verbose: bool = False, max_violations: int = 
                 r = by_key.get((inv, d))
                 cells.append((_MARK[r.status] if r else "-").ljust(8))
             lines.append("  " + inv.ljust(width) + "  " + "  ".join(cells))
+        for name, d in t.decodings.items():
+            settings = ", ".join(f"{k}={v}" for k, v in d["settings"].items() if k not in ("name", "seed"))
+            note = f"  [{d['note']}]" if d.get("note") else ""
+            if verbose or note:
+                lines.append(f"  decoding {name}: {settings}{note}")
         for r in t.results:
             if r.status in ("fail", "error") or (verbose and r.status in ("skip", "xfail")):
                 lines.append("")

@@ -40,7 +40,7 @@ def token_logprobs(logits: torch.Tensor, sequences: torch.Tensor) -> torch.Tenso
 
 def generation_mask(sequences: torch.Tensor, eos_token_ids: tuple[int, ...] | list[int]) -> torch.Tensor:
     """``[rows, steps]``: 1 on generated tokens up to and including each row's first eos, 0 after."""
-    from .capture import finished_mask  # one definition of "up to and including the first eos"
+    from .record import finished_mask  # one definition of "up to and including the first eos"
 
     return finished_mask(sequences[:, 1:], tuple(eos_token_ids))[0]
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 
-from .capture import DEFAULT_DECODINGS, DEFAULT_TEXTS, Decoding, capture
+from .capture import capture
+from .decoding import DEFAULT_DECODINGS, DEFAULT_TEXTS, Decoding, resolve
 from .errors import PPIError
 from .invariants import Invariant, run_invariants
 from .report import Report, Result, TargetReport, environment
@@ -37,6 +38,9 @@ def check_loaded(
     tr = TargetReport(target=target.spec, conventions=conventions)
     invs = list(invariants) if invariants is not None else None
     for decoding in decodings:
+        # The checkpoint's generation config merged in: what ran, for streaming's size and the report.
+        decoding = resolve(decoding, target.model.generation_config)
+        tr.decodings[decoding.name] = {"settings": decoding.to_dict(), "note": decoding.note}
         stream = _streaming.should_stream(target, texts, decoding) if streaming is None else streaming
         if progress:
             progress(f"{target.spec} / {decoding.name}{' (streaming)' if stream else ''}")

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from .capture import DEFAULT_DECODINGS, DEFAULT_TEXTS, Decoding
+from .decoding import DEFAULT_DECODINGS, DEFAULT_TEXTS, Decoding
 from .report import TargetReport
 from .runner import check_loaded
 from .targets import Target, load_target

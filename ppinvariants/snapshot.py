@@ -21,7 +21,7 @@ import math
 import re
 import struct
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,7 +29,7 @@ from . import __version__
 from .errors import PPIError
 
 if TYPE_CHECKING:
-    from .capture import Decoding
+    from .decoding import Decoding
     from .targets import Target
 
 FORMAT = "ppinvariants-snapshot"
@@ -67,7 +67,9 @@ def take_snapshot(
     ``target`` is a loaded :class:`~ppinvariants.targets.Target` or a spec for
     :func:`~ppinvariants.targets.load_target` (loaded on the CPU in float32).
     """
-    from .capture import DEFAULT_DECODINGS, DEFAULT_TEXTS, capture, chosen_logprobs, finished_mask, generated_tokens
+    from .capture import capture
+    from .decoding import DEFAULT_DECODINGS, DEFAULT_TEXTS
+    from .record import chosen_logprobs, finished_mask, generated_tokens
     from .targets import load_target
 
     if isinstance(target, str):
@@ -164,19 +166,13 @@ def _decoding_to_json(d: Decoding) -> dict[str, Any]:
 
 
 def _decoding_from_json(d: Any) -> Decoding:
-    from .capture import Decoding
+    from .decoding import Decoding
 
     if not isinstance(d, dict) or not isinstance(d.get("name"), str):
         raise SnapshotError("corrupt snapshot: a decoding is not an object with a name")
-    known = {f.name for f in fields(Decoding)}
-    unknown = sorted(set(d) - known)
-    if unknown:
-        raise SnapshotError(f"snapshot decoding {d['name']!r} has settings this version does not know: {unknown}")
-    kw = dict(d)
-    if kw.get("bad_words_ids") is not None:
-        kw["bad_words_ids"] = tuple(tuple(w) for w in kw["bad_words_ids"])
+    kw = {k: v for k, v in d.items() if k not in ("name", "seed", "note")}
     try:
-        decoding = Decoding(**kw)
+        decoding = Decoding(d["name"], seed=d.get("seed", 0), note=d.get("note", ""), **kw)
         decoding.validate()
     except (TypeError, PPIError) as e:
         raise SnapshotError(f"corrupt snapshot: decoding {d['name']!r}: {e}") from None

@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
 
 if TYPE_CHECKING:
-    from .capture import Decoding
+    from .decoding import Decoding
 
 __all__ = ["decodings", "register_profiles", "text_batches", "texts"]
 
@@ -289,7 +289,7 @@ def _decodings(
     bad_words: bool,
     ordinary: list[int],
 ) -> Decoding:
-    from .capture import Decoding
+    from .decoding import Decoding
 
     kind = draw(st.sampled_from(kinds))
     new = draw(max_new_tokens)

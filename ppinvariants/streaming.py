@@ -31,21 +31,22 @@ faults that post-process generate()'s *output* are invisible here (the live scor
 from __future__ import annotations
 
 import contextlib
-import copy
 import math
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
 from . import _compat
-from .capture import GenerationRecord, capture, finished_mask, generated_tokens, score_rows
+from .capture import capture
+from .decoding import resolve
 from .errors import NotApplicable
 from .invariants import ALL, run_invariants
 from .invariants._base import MAX_KEPT, REGISTRY, Invariant, Violations, make, merge
-from .invariants.processors import _history_processors_active, required_neg_inf
+from .invariants.processors import REPLAYED, replay_violation
+from .processing import Processing, differences
+from .record import GenerationRecord, finished_mask, generated_tokens, score_rows, tolerance_for
 from .report import Result
 
 #: Projected size of the stacked step tensors (``rows x max_new_tokens x V x 4 bytes x 2``, scores and
@@ -59,6 +60,7 @@ STREAMED: tuple[str, ...] = (
     "step_entropy_within_bounds",
     "neg_inf_only_where_processors_explain",
     "processor_masks_applied",
+    "processed_scores_match_processors",
     "greedy_tokens_are_argmax",
 )
 #: Judged by the record-based functions themselves on the scoreless record: they read the returned
@@ -80,7 +82,8 @@ def projected_step_bytes(rows: int, max_new_tokens: int, vocab: int) -> int:
 def should_stream(target: Any, texts: Sequence[str], decoding: Any) -> bool:
     """True when the projected stacked size exceeds :data:`AUTO_THRESHOLD_BYTES` (read at call time)."""
     vocab = int(target.model.get_output_embeddings().weight.shape[0])
-    size = projected_step_bytes(score_rows_of(decoding, len(texts)), decoding.max_new_tokens, vocab)
+    decoding = resolve(decoding, target.model.generation_config)  # the checkpoint may set beams and lengths
+    size = projected_step_bytes(score_rows_of(decoding, len(texts)), decoding.max_new_tokens or 20, vocab)
     return size > AUTO_THRESHOLD_BYTES
 
 
@@ -123,33 +126,6 @@ class _Kept:
 def _with_step(pos: torch.Tensor, step: int) -> torch.Tensor:
     """``[n, 2]`` (row, token) positions of one step as ``[n, 3]`` (row, step, token)."""
     return torch.stack([pos[:, 0], torch.full_like(pos[:, 0], step), pos[:, 1]], dim=1)
-
-
-def history_banned(ids: torch.Tensor, gc: dict[str, Any], vocab: int) -> torch.Tensor:
-    """``[rows, V]``: tokens no-repeat n-grams and multi-token bad words ban after each row's ``ids``.
-
-    The step-wise form of :func:`ppinvariants.invariants.processors.history_neg_inf` (same rules,
-    step ``t`` decided on ``cur_len = t + 1`` tokens), vectorized over rows and n-grams.
-    """
-    rows, length = ids.shape
-    banned = torch.zeros(rows, vocab, dtype=torch.bool, device=ids.device)
-    n = gc.get("no_repeat_ngram_size") or 0
-    if n == 1:
-        banned.scatter_(1, ids, True)
-    elif n and length >= n:
-        grams = ids.unfold(1, n, 1)  # [rows, J, n]: every n-gram of the history
-        tail = ids[:, length - n + 1 :]  # the n-1 tokens a new n-gram would start with
-        match = (grams[:, :, : n - 1] == tail[:, None, :]).all(dim=-1)
-        hits = torch.zeros(rows, vocab, dtype=torch.int32, device=ids.device)
-        hits.scatter_add_(1, grams[:, :, n - 1], match.int())
-        banned |= hits > 0
-    for word in gc.get("bad_words_ids") or []:
-        k = len(word) - 1
-        if k < 1 or length < k:
-            continue
-        prefix = torch.tensor(word[:-1], device=ids.device)
-        banned[:, word[-1]] |= (ids[:, length - k :] == prefix).all(dim=-1)
-    return banned
 
 
 #: ``(base, modulus)`` of the two polynomial hashes in :func:`prefix_fingerprints`. Both moduli are
@@ -207,19 +183,6 @@ def beam_lineage(
     return torch.cat([found, torch.full((rows, steps - calls), -1, dtype=found.dtype)], dim=1)
 
 
-@dataclass
-class _Shape:
-    """What :func:`required_neg_inf` and the record's properties read, without step tensors (``scores`` on ``meta``)."""
-
-    generation_config: dict[str, Any]
-    scores: torch.Tensor
-    conventions: Any
-    dtype: str
-
-    max_length = GenerationRecord.max_length
-    tolerance = GenerationRecord.tolerance
-
-
 # ------------------------------------------------------------------------------ the monitor
 
 
@@ -230,10 +193,7 @@ class StreamingMonitor(LogitsProcessor):
     generate()'s output. Memory: O(rows x V) for the previous step, O(rows x steps x beams) scalars.
     """
 
-    def __init__(
-        self, generation_config: dict[str, Any], conventions: Any, decoding: Any, dtype: str = "float32"
-    ) -> None:
-        self.gc = generation_config
+    def __init__(self, conventions: Any, decoding: Any, dtype: str = "float32") -> None:
         self.conventions = conventions
         self.decoding = decoding
         self.is_beam = decoding.num_beams > 1 and not decoding.do_sample
@@ -242,17 +202,19 @@ class StreamingMonitor(LogitsProcessor):
         self.step = 0
         self.forward_step = 0
         self.vocab: int | None = None
-        self.required: torch.Tensor | None = None  # [max steps, V] bool, history-independent bans
-        self.history = False
-        self.tolerance = 1e-4
+        self.tolerance = tolerance_for(dtype)
+        self.processing: Processing | None = None  # the reference, given by capture() through prepare()
+        self.processing_error = ""
+        self.unjudged_steps = 0  # steps whose processed scores could not be replayed
+        self.last_raw: torch.Tensor | None = None  # the latest forward pass's last-position logits
         self.kept = {
             "nan": _Kept(3, 1),
             "raw": _Kept(3, 1),
             "sum": _Kept(2, 1),
             "entropy": _Kept(2, 1),
-            "neg_inf": _Kept(3, 0),
-            "required": _Kept(3, 1),
-            "history": _Kept(3, 1),
+            "missing": _Kept(3, 3),  # (found, replayed, culprit processor) per position
+            "unexplained": _Kept(3, 3),
+            "value": _Kept(3, 3),
         }
         # previous step, until the next call reveals the chosen tokens (greedy search, sampling)
         self.prev_lp: torch.Tensor | None = None
@@ -273,15 +235,6 @@ class StreamingMonitor(LogitsProcessor):
     # -- inside generate() ------------------------------------------------------------------
     def _setup(self, vocab: int) -> None:
         self.vocab = vocab
-        steps = max(1, GenerationRecord.max_length.fget(self._shape(1)) - 1)
-        shape = self._shape(steps)
-        self.tolerance = shape.tolerance
-        self.required = required_neg_inf(shape)[0].clone()  # [steps, V]: the same rules as the record's
-        self.history = _history_processors_active(shape)
-
-    def _shape(self, steps: int) -> _Shape:
-        meta = torch.empty(1, steps, self.vocab or 1, device="meta")
-        return _Shape(self.gc, meta, self.conventions, self.dtype)
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         if not self.observes_after_warpers:
@@ -292,6 +245,35 @@ class StreamingMonitor(LogitsProcessor):
         """Judge one step's processed scores (``input_ids`` holds the tokens so far)."""
         with torch.no_grad():
             self._observe(input_ids, scores.detach())
+
+    def prepare(self, processing: Processing | None, error: str = "") -> None:
+        """Take the reference processors :func:`~ppinvariants.capture.capture` built for this call (on the model's device)."""
+        self.processing = processing
+        self.processing_error = error
+
+    def _judge_processing(self, input_ids: torch.Tensor, s: torch.Tensor, t: int) -> None:
+        """The step's processed scores against the reference replayed on its raw logits (every row: each
+        row's history is ``input_ids`` here), through :func:`ppinvariants.processing.differences`."""
+        if self.processing is None or self.last_raw is None or self.last_raw.shape != s.shape:
+            self.unjudged_steps += 1
+            return
+        expected = self.processing.step(input_ids, self.last_raw)
+        diff = differences(s, expected, self.tolerance)
+        mask = diff["missing"] | diff["unexplained"]
+        if bool(mask.any()) and self.processing.warps:
+            unstable = self.processing.unstable(input_ids, self.last_raw).to(s.device)
+            diff["missing"] &= ~unstable
+            diff["unexplained"] &= ~unstable
+        for kind in ("missing", "unexplained", "value"):
+            bad = diff[kind].nonzero()
+            if bad.shape[0]:
+                vals = torch.stack([s[bad[:, 0], bad[:, 1]], expected[bad[:, 0], bad[:, 1]]], dim=1).double()
+                # which processor set the replayed value: for the positions that can be kept (sorted by row, token)
+                culprits = torch.full((bad.shape[0], 1), -1.0, dtype=torch.float64)
+                for i, (r, v) in enumerate(bad[:MAX_KEPT].tolist()):
+                    raw = self.last_raw[r : r + 1]
+                    culprits[i, 0] = self.processing.culprit(input_ids[r : r + 1], raw, v, self.tolerance)
+                self.kept[kind].add(_with_step(bad, t), torch.cat([vals.cpu(), culprits], dim=1))
 
     def _observe(self, input_ids: torch.Tensor, s: torch.Tensor) -> None:
         if self.vocab is None:
@@ -314,19 +296,7 @@ class StreamingMonitor(LogitsProcessor):
         bad = (~((h >= -tol) & (h <= upper + tol))).nonzero().flatten()
         self.kept["entropy"].add(torch.stack([bad, torch.full_like(bad, t)], 1), h[bad])
         del p, terms
-        neg_inf = torch.isneginf(s)
-        req = self.required[t] if t < self.required.shape[0] else torch.zeros_like(self.required[0])
-        req = req.to(s.device)[None, :]
-        banned = history_banned(input_ids, self.gc, s.shape[-1]) if self.history else None
-        if not self.decoding.do_sample:
-            explained = req if banned is None else req | banned
-            bad = (neg_inf & ~explained).nonzero()
-            self.kept["neg_inf"].add(_with_step(bad, t), torch.empty(bad.shape[0], 0))
-        bad = (req & ~neg_inf).nonzero()
-        self.kept["required"].add(_with_step(bad, t), s[bad[:, 0], bad[:, 1]])
-        if banned is not None:
-            bad = (banned & ~neg_inf).nonzero()
-            self.kept["history"].add(_with_step(bad, t), s[bad[:, 0], bad[:, 1]])
+        self._judge_processing(input_ids, s, t)
         if self.rows_match:
             self.prev_lp = lp
             if not self.decoding.do_sample:  # greedy: the argmax check reads the scores themselves
@@ -356,6 +326,7 @@ class StreamingMonitor(LogitsProcessor):
         if logits is None:
             return
         raw = logits[:, -1].detach()
+        self.last_raw = raw
         bad = (~torch.isfinite(raw)).nonzero()
         self.kept["raw"].add(_with_step(bad, self.forward_step), raw[bad[:, 0], bad[:, 1]].float())
         self.forward_step += 1
@@ -461,17 +432,15 @@ class StreamingMonitor(LogitsProcessor):
         out[name] = merge(
             k["entropy"].build(at(name, "step entropy outside [0, log V]", f"0 <= H <= {upper:.4f}", token=False))
         )
-        name = "neg_inf_only_where_processors_explain"
-        if self.decoding.do_sample:
-            out[name] = NotApplicable("sampling warpers mask data-dependent sets; not judged here")
+        if self.processing is None or self.unjudged_steps:
+            why = self.processing_error or f"{self.unjudged_steps} step(s) without raw logits to replay"
+            for name in REPLAYED:
+                out[name] = NotApplicable(f"the configured processors could not be replayed: {why}")
         else:
-            out[name] = k["neg_inf"].build(at(name, "-inf not explained by any logits processor in effect", "finite"))
-        name = "processor_masks_applied"
-        parts = [k["required"].build(at(name, "a configured processor should have set this score to -inf", "-inf"))]
-        if self.history:
-            what = "a history-dependent processor (no-repeat n-gram / bad words) should have banned this token"
-            parts.append(k["history"].build(at(name, what, "-inf")))
-        out[name] = merge(*parts)
+            for name, kind in REPLAYED.items():
+                out[name] = k[kind].build(
+                    lambda p, v, name=name: replay_violation(record, name, p, v[0], v[1], int(v[2]))
+                )
         out["greedy_tokens_are_argmax"] = self._greedy(record, tokens)
         return out
 
@@ -560,13 +529,6 @@ class _WarperListEnd(LogitsProcessor):
 # ------------------------------------------------------------------------------ entry points
 
 
-def effective_generation_config(target: Any, decoding: Any) -> dict[str, Any]:
-    """The effective generation config :func:`ppinvariants.capture.capture` records for ``decoding``."""
-    gen_config = copy.deepcopy(target.model.generation_config)
-    gen_config.update(**decoding.generate_kwargs())
-    return _compat.resolve_lengths(gen_config.to_dict())
-
-
 def stream_capture(
     target: Any, texts: Sequence[str], decoding: Any
 ) -> tuple[GenerationRecord, dict[str, list[Any] | NotApplicable], StreamingMonitor]:
@@ -575,12 +537,10 @@ def stream_capture(
     Returns the scoreless record (``scores``/``logits`` are ``NOT_KEPT``, no evidence), the streamed
     violations per invariant, and the monitor (for inspection).
     """
-    decoding.validate()
-    monitor = StreamingMonitor(
-        effective_generation_config(target, decoding), target.conventions, decoding, target.dtype_name
-    )
-    with monitor.attached(target.model) as processors:
-        record = capture(target, list(texts), decoding, evidence=False, keep_scores=False, logits_processor=processors)
+    decoding = resolve(decoding, target.model.generation_config)
+    monitor = StreamingMonitor(target.conventions, decoding, target.dtype_name)
+    with monitor.attached(target.model):
+        record = capture(target, list(texts), decoding, evidence=False, keep_scores=False, observer=monitor)
     return record, monitor.finish(record), monitor
 
 

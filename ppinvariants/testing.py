@@ -816,7 +816,8 @@ def _behaviour(model: Any, tokenizer: Any) -> dict[str, Any]:
     """
     import torch
 
-    from .capture import DEFAULT_TEXTS, finished_mask  # the inputs the checks use, not only the calibration corpus
+    from .decoding import DEFAULT_TEXTS
+    from .record import finished_mask  # the inputs the checks use, not only the calibration corpus
 
     batch = tokenizer(list(DEFAULT_TEXTS), return_tensors="pt", padding=True, truncation=True, max_length=128)
     with torch.no_grad():

@@ -12,9 +12,11 @@ import json
 import pytest
 
 from ppinvariants import testing
-from ppinvariants.capture import DEFAULT_TEXTS, GREEDY, capture, finished_mask, generated_tokens
+from ppinvariants.capture import capture
 from ppinvariants.cli import main
 from ppinvariants.coverage import render_markdown, render_text, run_coverage
+from ppinvariants.decoding import DEFAULT_TEXTS, GREEDY
+from ppinvariants.record import finished_mask, generated_tokens
 from ppinvariants.targets import load_target
 
 NEW_ARCHITECTURES = tuple(a for a in testing.ALL_ARCHITECTURES if a not in testing.ARCHITECTURES)

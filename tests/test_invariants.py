@@ -8,8 +8,8 @@ import pytest
 import torch
 from _records import healthy_record
 
-from ppinvariants.capture import GenerationRecord, finished_mask, generated_tokens
 from ppinvariants.invariants import ALL, REGISTRY, run_invariants
+from ppinvariants.record import GenerationRecord, finished_mask, generated_tokens
 
 
 def test_every_invariant_is_quiet_on_every_healthy_tiny_model(arch: str, decoding_name: str) -> None:
@@ -210,7 +210,7 @@ def test_known_issue_is_matched_narrowly() -> None:
 
 def test_derived_tensors_follow_in_place_changes_and_are_freed_after_the_run() -> None:
     """The per-record cache of vocabulary-wide tensors never serves values of an altered record."""
-    from ppinvariants.capture import chosen_logprobs, score_logprobs
+    from ppinvariants.record import chosen_logprobs, score_logprobs
 
     rec = healthy_record("bart", "greedy", evidence="standard")
     first = score_logprobs(rec)

@@ -9,10 +9,10 @@ import pytest
 import torch
 from _records import healthy_record
 
-from ppinvariants.capture import GenerationRecord, finished_mask, generated_tokens
 from ppinvariants.invariants import REGISTRY, run_invariants
 from ppinvariants.invariants.processors import required_neg_inf
 from ppinvariants.invariants.sampling import expected_warped
+from ppinvariants.record import GenerationRecord, finished_mask, generated_tokens
 
 #: Which decoding each new invariant applies to (``None``: all of them).
 APPLIES: dict[str, str | None] = {

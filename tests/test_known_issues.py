@@ -8,7 +8,8 @@ import pytest
 import torch
 from transformers import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
-from ppinvariants.capture import DEFAULT_TEXTS, GREEDY, SAMPLE, capture
+from ppinvariants.capture import capture
+from ppinvariants.decoding import DEFAULT_TEXTS, GREEDY, SAMPLE
 from ppinvariants.invariants import REGISTRY
 from ppinvariants.invariants.processors import required_neg_inf
 from ppinvariants.invariants.sampling import expected_warped

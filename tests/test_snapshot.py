@@ -14,8 +14,10 @@ import pytest
 import torch
 
 from ppinvariants import testing
-from ppinvariants.capture import GREEDY, capture, chosen_logprobs
+from ppinvariants.capture import capture
 from ppinvariants.cli import main
+from ppinvariants.decoding import GREEDY
+from ppinvariants.record import chosen_logprobs
 from ppinvariants.snapshot import (
     FORMAT_VERSION,
     SnapshotError,

@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
 
 from ppinvariants import _compat
-from ppinvariants.capture import Decoding, _max_positions, capture
+from ppinvariants.capture import _max_positions, capture
+from ppinvariants.decoding import Decoding
 from ppinvariants.strategies import decodings, register_profiles, text_batches, texts
 from ppinvariants.targets import Target, load_target
 from ppinvariants.testing import ARCHITECTURES

@@ -9,7 +9,8 @@ import torch
 from _records import healthy_record, tiny_target
 
 from ppinvariants import testing
-from ppinvariants.capture import GREEDY, finished_mask, generated_tokens
+from ppinvariants.decoding import GREEDY
+from ppinvariants.record import finished_mask, generated_tokens
 
 
 def test_every_recipe_builds_a_safetensors_checkpoint_with_its_tokenizer(arch: str) -> None:
@@ -118,7 +119,7 @@ def test_fsmt_checkpoint_has_fairseq_bpe_files_and_round_trips_text() -> None:
     pytest.importorskip("sacremoses")
     import transformers
 
-    from ppinvariants.capture import DEFAULT_TEXTS
+    from ppinvariants.decoding import DEFAULT_TEXTS
 
     path = testing.tiny_checkpoint("fsmt")
     src = json.loads((path / "vocab-src.json").read_text())

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from ..capture import GenerationRecord
 from ..errors import NotApplicable
 from ..known_issues import KNOWN_ISSUES, KnownIssue
+from ..record import GenerationRecord
 from ..report import Result
 from . import beam, consistency, logprobs, processors, sampling, scores, shapes, special_tokens, vocabulary  # noqa: F401 - registers the checks
 from ._base import REGISTRY, Invariant

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..capture import GenerationRecord
+from ..record import GenerationRecord
 from ..report import Violation
 
 #: Violations kept per result; the total is still counted.
@@ -72,7 +72,7 @@ def generated_context(record: GenerationRecord, row: int, step: int, width: int 
 
 def step_summary(record: GenerationRecord, row: int, step: int, k: int = 3) -> str:
     """``; top: 'a' 0.41, 'b' 0.20, 'c' 0.10; entropy 2.31`` for the step distribution behind ``row``, as explain shows it."""
-    from ..capture import NOT_KEPT, log_probs, score_rows
+    from ..record import NOT_KEPT, log_probs, score_rows
 
     if record.scores is None or record.scores is NOT_KEPT or step >= record.scores.shape[1] or step >= record.steps:
         return ""

@@ -20,8 +20,8 @@ from typing import Any
 import torch
 
 from .. import _compat
-from ..capture import GenerationRecord, finished_mask, generated_tokens, masked_sum, score_rows, step_logprobs
 from ..errors import NotApplicable
+from ..record import GenerationRecord, finished_mask, generated_tokens, masked_sum, score_rows, step_logprobs
 from ..report import Violation
 from ._base import from_positions, invariant, make, merge
 

@@ -8,8 +8,16 @@ from __future__ import annotations
 
 import torch
 
-from ..capture import GenerationRecord, finished_mask, generated_tokens, masked_sum, score_rows, step_logprobs
 from ..errors import NotApplicable
+from ..record import (
+    GenerationRecord,
+    finished_mask,
+    generated_tokens,
+    masked_sum,
+    replay_processing,
+    score_rows,
+    step_logprobs,
+)
 from ..report import Violation
 from ._base import from_positions, invariant, make, merge
 
@@ -81,7 +89,7 @@ def teacher_forced_logprobs_match_generation(record: GenerationRecord) -> list[V
     pass over the whole sequence; a drift means the cache (or the position handling under it) is
     wrong, and any log-prob computed later by rescoring disagrees with what generation saw.
     Compared on live positions (up to eos) within the dtype's tolerance; in greedy search the
-    teacher-forced logits, with the ``-inf`` masks the processors applied, must pick the same tokens.
+    teacher-forced logits, with the configured processors replayed on them, must pick the same tokens.
     """
     name = "teacher_forced_logprobs_match_generation"
     ev = _evidence(record, "teacher_forcing")
@@ -116,11 +124,13 @@ def teacher_forced_logprobs_match_generation(record: GenerationRecord) -> list[V
             ),
         )
     ]
-    if record.is_greedy:
-        masked = torch.where(torch.isneginf(record.scores), record.scores, ev.teacher_forced_logits)
-        pick = masked.argmax(dim=-1)
-        chosen = masked.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
-        best = masked.max(dim=-1).values
+    if record.is_greedy and record.processing is not None:
+        # The configured processors replayed on the teacher-forced logits (penalties and biases included,
+        # not only the -inf masks) must pick the greedy tokens again.
+        processed, _known = replay_processing(record, ev.teacher_forced_logits.float())
+        pick = processed.argmax(dim=-1)
+        chosen = processed.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+        best = processed.max(dim=-1).values
         bad = (live & (chosen < best - tol)).nonzero()
         parts.append(
             from_positions(
@@ -128,7 +138,7 @@ def teacher_forced_logprobs_match_generation(record: GenerationRecord) -> list[V
                 lambda p: make(
                     record,
                     name,
-                    "teacher-forced logits pick another greedy token",
+                    "teacher-forced logits, with the configured processors, pick another greedy token",
                     row=p[0],
                     step=p[1],
                     token_id=int(tokens[p]),

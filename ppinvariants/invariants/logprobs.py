@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from ..capture import (
+from ..errors import NotApplicable
+from ..record import (
     GenerationRecord,
     chosen_logprobs,
     finished_mask,
@@ -13,7 +14,6 @@ from ..capture import (
     score_rows,
     step_logprobs,
 )
-from ..errors import NotApplicable
 from ..report import Violation
 from ._base import from_positions, invariant, make, merge
 

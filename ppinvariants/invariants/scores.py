@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from ..capture import GenerationRecord, score_probs
+from ..record import GenerationRecord, score_probs
 from ..report import Violation
 from ._base import from_positions, invariant, make, merge
 

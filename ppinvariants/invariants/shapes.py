@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..capture import NOT_KEPT, GenerationRecord
+from ..record import NOT_KEPT, GenerationRecord
 from ..report import Violation
 from ._base import invariant, make
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ..capture import GenerationRecord, finished_mask, generated_tokens
+from ..record import GenerationRecord, finished_mask, generated_tokens
 from ..report import Violation
 from ._base import from_positions, invariant, make, merge
 

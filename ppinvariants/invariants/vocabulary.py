@@ -6,8 +6,8 @@ from typing import Any
 
 import torch
 
-from ..capture import GenerationRecord
 from ..errors import NotApplicable
+from ..record import GenerationRecord
 from ..report import Violation
 from ._base import from_positions, invariant, make
 

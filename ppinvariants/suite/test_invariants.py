@@ -24,9 +24,11 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, note, settings
 from hypothesis import strategies as st
 
-from ppinvariants.capture import DEFAULT_DECODINGS, DEFAULT_TEXTS, GREEDY, Decoding, GenerationRecord, capture
+from ppinvariants.capture import capture
+from ppinvariants.decoding import DEFAULT_DECODINGS, DEFAULT_TEXTS, GREEDY, Decoding
 from ppinvariants.invariants import ALL, Invariant, run_invariants
 from ppinvariants.plugin import assert_invariants, render_failures
+from ppinvariants.record import GenerationRecord
 from ppinvariants.strategies import text_batches
 from ppinvariants.targets import Target
 from ppinvariants.testing import ARCHITECTURES

@@ -1,0 +1,360 @@
+"""``GenerationRecord``: everything one ``generate()`` call produced, and the vectorized helpers the checks share.
+
+The helpers stack step tensors, map each generated token to the score row that produced it, build the
+padding mask (one definition of "up to and including the first eos") and gather chosen-token log-probs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from .conventions import Conventions
+from .decoding import Decoding
+from .errors import NotApplicable
+from .processing import Processing
+
+
+class StepsNotKept:
+    """Stands in for ``GenerationRecord.scores`` / ``.logits`` when streaming mode kept no step tensors.
+
+    Any use (attribute, indexing, arithmetic, a ``torch`` function) raises :class:`NotApplicable`, so
+    every invariant that reads stacked step tensors skips with :data:`STEPS_NOT_KEPT_REASON` instead
+    of each one testing for it; ``is NOT_KEPT`` tells it apart from "never returned" (None).
+    """
+
+    def _refuse(self, *_args: Any, **_kwargs: Any) -> Any:
+        raise NotApplicable(STEPS_NOT_KEPT_REASON)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):  # copy/pickle/dataclass probes must see a plain object
+            raise AttributeError(name)
+        self._refuse()
+
+    @classmethod
+    def __torch_function__(cls, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        raise NotApplicable(STEPS_NOT_KEPT_REASON)
+
+    __getitem__ = __len__ = __iter__ = __float__ = __neg__ = _refuse
+    __add__ = __radd__ = __sub__ = __rsub__ = __mul__ = __rmul__ = __truediv__ = __rtruediv__ = _refuse
+    __lt__ = __le__ = __gt__ = __ge__ = _refuse
+
+    def __repr__(self) -> str:
+        return "<step tensors not kept (streaming mode)>"
+
+
+STEPS_NOT_KEPT_REASON = "streaming mode: step scores not kept"
+#: The one :class:`StepsNotKept` instance: ``record.scores is NOT_KEPT`` in streaming mode.
+NOT_KEPT = StepsNotKept()
+
+
+def tolerance_for(dtype: str) -> float:
+    """Absolute tolerance for float comparisons of scores computed by a model in ``dtype`` (its name)."""
+    return {"float32": 1e-4, "bfloat16": 5e-2, "float16": 1e-2}.get(dtype, 1e-4)
+
+
+@dataclass
+class GenerationRecord:
+    """Everything one ``generate()`` call produced, plus what is needed to judge it.
+
+    ``scores`` and ``logits`` are stacked to ``[score_rows, steps, V]`` in float32 on the CPU.
+    ``score_rows`` is ``batch * num_return_sequences`` for greedy search and sampling and
+    ``batch * num_beams`` for beam search (one row per beam, re-indexed by ``beam_indices``).
+    ``sequences`` is ``[batch * num_return_sequences, 1 + steps]`` and starts with the decoder start.
+    """
+
+    target: str
+    decoding: Decoding
+    texts: list[str]
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    sequences: torch.Tensor
+    scores: torch.Tensor
+    logits: torch.Tensor | None
+    beam_indices: torch.Tensor | None
+    sequences_scores: torch.Tensor | None
+    transition_scores: torch.Tensor | None
+    generation_config: dict[str, Any]
+    conventions: Conventions
+    output_width: int
+    tokenizer_size: int
+    dtype: str
+    device: str
+    truncated: list[int] = field(default_factory=list)
+    tokenizer: Any = field(default=None, repr=False, compare=False)
+    model_type: str = ""  # config.model_type, for known-issue signatures
+    evidence: Any = field(default=None, repr=False)  # ppinvariants.evidence.Evidence, when collected
+    # Streaming mode: chosen-token log-probs [rows, steps] accumulated during generation (scores is NOT_KEPT).
+    streamed_chosen: torch.Tensor | None = field(default=None, repr=False)
+    # The reference processors the decoding asks for (ppinvariants.processing), replayed by the checks.
+    processing: Processing | None = field(default=None, repr=False, compare=False)
+    processing_error: str = ""  # why no reference could be built, for the checks' skip reason
+    # Tensors derived from the step tensors, computed once for all invariants: see derived().
+    _derived: dict[str, tuple[tuple[Any, ...], tuple[int, ...], torch.Tensor]] = field(
+        default_factory=dict, repr=False, compare=False
+    )
+
+    def derived(self, key: str, sources: tuple[Any, ...], fn: Callable[[], torch.Tensor]) -> torch.Tensor:
+        """``fn()``, computed once per ``key`` while ``sources`` are the same, unmodified tensors.
+
+        Several invariants need the same vocabulary-wide tensor (the step log-probs, say); this
+        computes it once. The entry is recomputed when a source is replaced or changed in place
+        (``Tensor._version`` counts in-place writes), so an altered record is never judged on stale
+        values. :func:`ppinvariants.invariants.run_invariants` empties the cache when it is done.
+        """
+        versions = tuple(getattr(src, "_version", 0) for src in sources)
+        hit = self._derived.get(key)
+        if hit is not None and hit[1] == versions and [id(a) for a in hit[0]] == [id(b) for b in sources]:
+            return hit[2]  # ids are safe to compare: the entry holds its sources, so none was freed
+        value = fn()
+        self._derived[key] = (sources, versions, value)
+        return value
+
+    def forget_derived(self) -> None:
+        """Free the tensors :meth:`derived` keeps."""
+        self._derived.clear()
+
+    # -- shape facts -------------------------------------------------------------------------
+    @property
+    def steps(self) -> int:
+        return int(self.sequences.shape[1]) - 1
+
+    @property
+    def is_beam(self) -> bool:
+        return self.decoding.num_beams > 1 and not self.decoding.do_sample
+
+    @property
+    def is_greedy(self) -> bool:
+        return self.decoding.num_beams == 1 and not self.decoding.do_sample
+
+    @property
+    def rows_per_input(self) -> int:
+        return self.decoding.num_return_sequences
+
+    def input_of_row(self, row: int) -> int:
+        return row // self.rows_per_input
+
+    @property
+    def max_length(self) -> int:
+        """Length limit of ``sequences`` rows, decoder start included."""
+        gc = self.generation_config
+        if gc.get("max_new_tokens") is not None:
+            return 1 + int(gc["max_new_tokens"])
+        return int(gc.get("max_length") or 20)
+
+    @property
+    def tolerance(self) -> float:
+        """Absolute tolerance for float comparisons, following the model's dtype."""
+        return tolerance_for(self.dtype)
+
+    @property
+    def tie_tolerance(self) -> float:
+        """Log-prob margin under which two candidate tokens are a tie at this dtype's precision.
+
+        bfloat16 keeps 8 significant bits: logits of magnitude 16 to 32 are rounded to steps of
+        0.125, so two tokens closer than about two such steps can swap under any change of
+        kernel (padding, batch shape). float16 keeps 11 bits.
+        """
+        return {"float32": 1e-4, "bfloat16": 0.25, "float16": 0.05}.get(self.dtype, 1e-4)
+
+    def token_text(self, token_id: int) -> str:
+        if self.tokenizer is None:
+            return str(token_id)
+        try:
+            text = self.tokenizer.convert_ids_to_tokens(int(token_id))
+        except Exception:  # noqa: BLE001 - ids outside the tokenizer are themselves a finding
+            return f"<id {token_id} outside tokenizer>"
+        return f"<id {token_id} outside tokenizer>" if text is None else str(text)
+
+    def repro(self) -> str:
+        return (
+            f"target={self.target} decoding={self.decoding.to_dict()} dtype={self.dtype} device={self.device} "
+            f"seed={self.decoding.seed}"
+        )
+
+
+# ------------------------------------------------------------------------------ helpers
+
+
+def stack_steps(steps: tuple[torch.Tensor, ...] | None) -> torch.Tensor | None:
+    """``generate()``'s tuple of per-step ``[rows, V]`` tensors as one float32 ``[rows, steps, V]``."""
+    if steps is None or len(steps) == 0:
+        return None
+    return torch.stack([s.detach().float().cpu() for s in steps], dim=1)
+
+
+def generated_tokens(record: GenerationRecord) -> torch.Tensor:
+    """The tokens chosen at each step, ``[rows, steps]`` (``sequences`` without the decoder start)."""
+    return record.sequences[:, 1:]
+
+
+def score_rows(record: GenerationRecord) -> torch.Tensor:
+    """For each returned row and step, the row of ``scores`` that chose the token, ``[rows, steps]``.
+
+    Beam search: ``beam_indices`` (``-1`` after a hypothesis ended). Otherwise: the row itself.
+    """
+    rows, steps = record.sequences.shape[0], record.steps
+    if record.is_beam and record.beam_indices is not None:
+        bi = record.beam_indices[:, :steps]
+        if bi.shape[1] < steps:  # some versions trim beam_indices to the longest hypothesis
+            pad = torch.full((rows, steps - bi.shape[1]), -1, dtype=bi.dtype)
+            bi = torch.cat([bi, pad], dim=1)
+        return bi
+    return torch.arange(rows).unsqueeze(1).expand(rows, steps)
+
+
+def finished_mask(tokens: torch.Tensor, eos_ids: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(mask, has_eos)``: mask is 1 up to and including each row's first eos, 0 after it."""
+    is_eos = torch.isin(tokens, torch.tensor(list(eos_ids), dtype=tokens.dtype, device=tokens.device))
+    # eos strictly before position t <=> cumulative count of eos up to t-1 > 0
+    before = (is_eos.int().cumsum(dim=1) - is_eos.int()) > 0
+    return (~before).long(), is_eos.any(dim=1)
+
+
+def log_probs(scores: torch.Tensor) -> torch.Tensor:
+    """log_softmax over the vocabulary, in float32."""
+    return torch.log_softmax(scores.float(), dim=-1)
+
+
+def score_logprobs(record: GenerationRecord) -> torch.Tensor:
+    """``log_softmax`` of the record's step scores, ``[score_rows, steps, V]``, computed once per record."""
+    return record.derived("score_logprobs", (record.scores,), lambda: log_probs(record.scores))
+
+
+def score_probs(record: GenerationRecord) -> torch.Tensor:
+    """``softmax`` of the record's step scores (``exp`` of :func:`score_logprobs`), computed once per record."""
+    return record.derived("score_probs", (record.scores,), lambda: score_logprobs(record).exp())
+
+
+def step_logprobs(record: GenerationRecord, scores: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-step log-probs as the decoding defines them, ``[score_rows, steps, V]``.
+
+    Greedy search and sampling return processed *logits*: log_softmax turns them into log-probs.
+    Beam search returns processed *log-probs* (log_softmax, then the processors): they are used
+    as they are, since that is what beam scores add up (no renormalisation after ``-inf`` masks).
+    """
+    if scores is None:
+        return record.scores.float() if record.is_beam else score_logprobs(record)
+    return scores.float() if record.is_beam else log_probs(scores)
+
+
+def chosen_logprobs(record: GenerationRecord, scores: torch.Tensor | None = None) -> torch.Tensor:
+    """Log-prob of each generated token, ``[rows, steps]``, by one gather over :func:`step_logprobs`.
+
+    Positions whose score row is ``-1`` (after a beam hypothesis ended) read row 0 and must be
+    masked out by the caller with :func:`finished_mask`. A streaming-mode record (no step scores
+    kept) returns the log-probs its monitor accumulated during generation.
+    """
+    if scores is None and record.scores is NOT_KEPT and record.streamed_chosen is not None:
+        return record.streamed_chosen
+    if scores is not None:
+        return _gather_chosen(record, step_logprobs(record, scores))
+    sources = (record.scores, record.sequences, record.beam_indices)
+    return record.derived("chosen_logprobs", sources, lambda: _gather_chosen(record, step_logprobs(record)))
+
+
+def _gather_chosen(record: GenerationRecord, lp: torch.Tensor) -> torch.Tensor:
+    rows = score_rows(record).clamp(min=0)
+    tokens = generated_tokens(record)
+    if tokens.shape[1] > lp.shape[1]:
+        raise ValueError(f"{tokens.shape[1]} generated tokens per row but scores for {lp.shape[1]} steps")
+    steps = torch.arange(tokens.shape[1])[None, :]
+    # One gather over the flattened [score_rows * steps * V] log-probs (row r, step t, token v sits at
+    # (r * steps + t) * V + v): no [rows, steps, V] copy of the beam-re-indexed scores is made.
+    flat = (rows * lp.shape[1] + steps) * lp.shape[2] + tokens
+    return lp.reshape(-1).gather(0, flat.reshape(-1)).reshape(tokens.shape)
+
+
+def masked_sum(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Row sums of ``values`` where ``mask`` is 1. Uses ``where``, not ``values * mask``: padded
+    positions may hold ``-inf`` (e.g. a forced step), and ``-inf * 0`` is NaN."""
+    return torch.where(mask.bool(), values, torch.zeros_like(values)).sum(dim=1)
+
+
+def source_rows(record: GenerationRecord) -> torch.Tensor | None:
+    """For each returned row and step, the score row that chose its token, ``[rows, steps]`` (``-1`` after the end).
+
+    With beams (beam search and beam sampling) that is ``beam_indices`` (None when generate() returned
+    none); otherwise each returned row is its own score row.
+    """
+    rows, steps = record.sequences.shape[0], record.steps
+    if record.decoding.num_beams > 1:
+        if record.beam_indices is None:
+            return None
+        bi = record.beam_indices[:, :steps].long()
+        if bi.shape[1] < steps:  # some versions trim beam_indices to the longest hypothesis
+            bi = torch.cat([bi, torch.full((rows, steps - bi.shape[1]), -1, dtype=bi.dtype)], dim=1)
+        return bi
+    return torch.arange(rows)[:, None].expand(rows, steps)
+
+
+def replay_processing(record: GenerationRecord, raw: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(expected, known)``: the reference processors replayed on raw logits, step by step.
+
+    ``raw`` defaults to the record's raw logits, ``[score_rows, steps, V]``; ``expected`` has that
+    shape, ``known`` is ``[score_rows, steps]``. Each step is replayed with the tokens the score row
+    had so far as ``input_ids``: every row in greedy search and sampling; in beam search only the
+    rows a returned hypothesis passed through at that step (the others' histories are not in the
+    output), and nothing beyond the returned sequences' length. Cells not known are NaN.
+    Raises :class:`NotApplicable` where there is no reference or no raw logits.
+    """
+    if record.processing is None:
+        why = record.processing_error or "no reference processors (captured without step scores)"
+        raise NotApplicable(f"the configured processors could not be rebuilt to replay: {why}")
+    if raw is None:
+        if record.logits is None:
+            raise NotApplicable("no raw logits captured (output_logits unavailable in this transformers version)")
+        sources: tuple[Any, ...] = (record.logits, record.sequences, record.beam_indices)
+        return record.derived("replayed", sources, lambda: _replay(record, record.logits))
+    return _replay(record, raw)
+
+
+def step_history(record: GenerationRecord, t: int, rows: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """``(input_ids, known)`` of the ``rows`` score rows at step ``t``: the decoder start and the ``t`` tokens
+    each row had chosen so far, ``[rows, t + 1]``, and ``[rows]`` bool for the rows whose history the
+    returned sequences tell (every row without beams; with beams, the rows a returned hypothesis
+    passed through at ``t``; the others hold the decoder start). None: beams without ``beam_indices``.
+    """
+    seq = record.sequences
+    if rows == seq.shape[0] and record.decoding.num_beams == 1:
+        return seq[:, : t + 1], torch.ones(rows, dtype=torch.bool)
+    src = source_rows(record)
+    if src is None:
+        return None
+    start = record.conventions.decoder_start_token_id or 0
+    history = torch.full((rows, t + 1), int(start), dtype=seq.dtype)
+    known = torch.zeros(rows, dtype=torch.bool)
+    live = src[:, t] >= 0
+    history[src[live, t]] = seq[live, : t + 1]
+    known[src[live, t]] = True
+    return history, known
+
+
+def _replay(record: GenerationRecord, raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    rows, steps, vocab = raw.shape
+    expected = torch.full((rows, steps, vocab), float("nan"))
+    known = torch.zeros(rows, steps, dtype=torch.bool)
+    for t in range(min(steps, record.steps)):
+        at = step_history(record, t, rows)
+        if at is None:
+            break
+        history, known[:, t] = at
+        expected[:, t] = record.processing.step(history, raw[:, t]).cpu()
+    return expected, known
+
+
+def replay_unstable(record: GenerationRecord, steps: list[int], raw: torch.Tensor | None = None) -> torch.Tensor:
+    """``[score_rows, steps, V]`` bool: at the given ``steps``, tokens whose warper fate hangs on rounding
+    (:meth:`ppinvariants.processing.Processing.unstable`); False elsewhere. Histories as in :func:`replay_processing`."""
+    raw = record.logits if raw is None else raw
+    out = torch.zeros(raw.shape, dtype=torch.bool)
+    if record.processing is None or not record.processing.warps:
+        return out
+    for t in steps:
+        at = step_history(record, t, raw.shape[0])
+        if at is not None:
+            out[:, t] = record.processing.unstable(at[0], raw[:, t])
+    return out
