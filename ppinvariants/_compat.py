@@ -159,6 +159,7 @@ def processor_runs_last(model: Any, processor: Any, on_build: Any = None) -> Ite
     from transformers import LogitsProcessorList
 
     original = model._get_logits_processor
+    own = model.__dict__.get("_get_logits_processor")  # an instance-level wrapper already there stays
 
     def last(*args: Any, **kwargs: Any) -> Any:
         if on_build is not None:
@@ -171,6 +172,8 @@ def processor_runs_last(model: Any, processor: Any, on_build: Any = None) -> Ite
         yield
     finally:
         model.__dict__.pop("_get_logits_processor", None)
+        if own is not None:
+            model._get_logits_processor = own
 
 
 @contextlib.contextmanager

@@ -34,6 +34,7 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--dtype", default="float32", help="float32 (default), float16 or bfloat16")
     c.add_argument("--text", action="append", metavar="TEXT", help="input text (repeatable; default: built-in set)")
     c.add_argument("--seed", type=int, default=0, help="seed for generation (default 0)")
+    _decoding_options(c)
     c.add_argument("--trust-remote-code", action="store_true", help="allow a checkpoint's own model code to run")
     c.add_argument("--allow-pickle", action="store_true", help="allow pickle weights (pytorch_model.bin)")
     c.add_argument("-v", "--verbose", action="store_true", help="print conventions and skipped checks")
@@ -73,6 +74,7 @@ def _parser() -> argparse.ArgumentParser:
     sn.add_argument("--dtype", default="float32", help="float32 (default), float16 or bfloat16")
     sn.add_argument("--text", action="append", metavar="TEXT", help="input text (repeatable; default: built-in set)")
     sn.add_argument("--seed", type=int, default=0, help="seed for generation (default 0)")
+    _decoding_options(sn)
     sn.add_argument("--trust-remote-code", action="store_true", help="allow a checkpoint's own model code to run")
     sn.add_argument("--allow-pickle", action="store_true", help="allow pickle weights (pytorch_model.bin)")
 
@@ -91,6 +93,23 @@ def _parser() -> argparse.ArgumentParser:
     cv.add_argument("--thorough", action="store_true", help="thorough evidence, as `check --thorough`")
     cv.add_argument("--threads", type=int, metavar="N", help="torch CPU threads")
     return p
+
+
+def _decoding_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--decoding",
+        action="append",
+        metavar="NAME=JSON",
+        help="a decoding to run: any generate() settings on top of the checkpoint's generation config, e.g. "
+        'beam5=\'{"num_beams": 5, "repetition_penalty": 1.3}\'; NAME=@FILE.json reads them from a file; a bare '
+        "greedy, beam, sample or checkpoint picks a built-in (repeatable; default: greedy, beam, sample, checkpoint)",
+    )
+    p.add_argument(
+        "--generation-config",
+        action="append",
+        metavar="FILE.json",
+        help="a generation_config.json to run as a decoding named after the file (repeatable)",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -119,13 +138,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _check(args: argparse.Namespace) -> int:
 
     from . import testing
-    from .decoding import DEFAULT_DECODINGS, DEFAULT_TEXTS
+    from .decoding import DEFAULT_TEXTS, decodings_from_options
     from .report import render_text
     from .runner import check
 
     specs = args.targets or [f"tiny:{a}" for a in testing.ARCHITECTURES]
     texts = args.text if args.text else list(DEFAULT_TEXTS)
-    decodings = [d.replace(seed=args.seed) for d in DEFAULT_DECODINGS]
+    decodings = decodings_from_options(args.decoding, args.generation_config, seed=args.seed)
     progress = _progress(quiet=args.quiet)
     report = check(
         specs,
@@ -198,10 +217,11 @@ def _explain(args: argparse.Namespace) -> int:
 
 def _snapshot(args: argparse.Namespace) -> int:
 
-    from .decoding import DEFAULT_DECODINGS
+    from .decoding import decodings_from_options
     from .snapshot import take_snapshot, write_snapshot
     from .targets import load_target
 
+    decodings = decodings_from_options(args.decoding, args.generation_config, seed=args.seed)
     target = load_target(
         args.target,
         device=args.device,
@@ -209,7 +229,6 @@ def _snapshot(args: argparse.Namespace) -> int:
         trust_remote_code=args.trust_remote_code,
         allow_pickle=args.allow_pickle,
     )
-    decodings = [d.replace(seed=args.seed) for d in DEFAULT_DECODINGS]
     snapshot = take_snapshot(target, args.text or None, decodings)
     path = write_snapshot(snapshot, args.output)
     rows = sum(len(run["rows"]) for run in snapshot["runs"])

@@ -281,13 +281,20 @@ def resolve(
 # ------------------------------------------------------------------------------ from the command line
 
 
+#: The built-in decodings by name: ``--decoding beam`` selects one.
+BUILTIN: dict[str, Decoding] = {d.name: d for d in DEFAULT_DECODINGS}
+
+
 def parse_decoding(spec: str) -> Decoding:
     """``NAME={"num_beams": 5, ...}`` (the CLI's ``--decoding`` and the plugin's ``--ppi-decoding``) as a Decoding.
 
+    A bare built-in name (``greedy``, ``beam``, ``sample``, ``checkpoint``) selects that decoding.
     ``NAME=@FILE.json`` reads the settings from a file. An empty object is the checkpoint's own config.
     """
     name, sep, body = spec.partition("=")
     name = name.strip()
+    if not sep and name in BUILTIN:
+        return BUILTIN[name]
     if not sep or not name:
         raise UsageError(f"--decoding takes NAME='{{json settings}}', e.g. beam5='{{\"num_beams\": 5}}'; got {spec!r}")
     body = body.strip()
@@ -326,6 +333,24 @@ def _from_mapping(name: str, settings: Any) -> Decoding:
     return decoding
 
 
+def decodings_from_options(
+    specs: Iterable[str] | None = None,
+    generation_configs: Iterable[str | Path] | None = None,
+    *,
+    seed: int | None = None,
+) -> list[Decoding]:
+    """The decodings a command line asks for: each ``--decoding`` spec (:func:`parse_decoding`), then each
+    ``--generation-config`` file (:func:`decoding_from_file`); the built-in defaults when neither is given.
+    ``seed`` replaces each decoding's seed where given."""
+    chosen = [parse_decoding(s) for s in specs or ()]
+    chosen += [decoding_from_file(f) for f in generation_configs or ()]
+    if not chosen:
+        chosen = list(DEFAULT_DECODINGS)
+    if seed is not None:
+        chosen = [d.replace(seed=seed) for d in chosen]
+    return unique_names(chosen)
+
+
 def unique_names(decodings: Iterable[Decoding]) -> list[Decoding]:
     """``decodings`` in order; a repeated name raises :class:`UsageError` (results are keyed by name)."""
     out: list[Decoding] = []
@@ -340,6 +365,7 @@ def unique_names(decodings: Iterable[Decoding]) -> list[Decoding]:
 
 __all__ = [
     "BEAM",
+    "BUILTIN",
     "CHECKPOINT",
     "CHECKPOINT_MAX_NEW_TOKENS",
     "DEFAULT_DECODINGS",
@@ -348,6 +374,7 @@ __all__ = [
     "SAMPLE",
     "Decoding",
     "decoding_from_file",
+    "decodings_from_options",
     "effective_generation_config",
     "parse_decoding",
     "resolve",

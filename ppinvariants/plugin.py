@@ -11,9 +11,12 @@ Options (group ``ppinvariants``)::
     --ppi-dtype DTYPE       float32 (default), float16 or bfloat16
     --ppi-trust-remote-code / --ppi-allow-pickle   as in ``ppinvariants check``
     --ppi-regen             rewrite the ``ppi_snapshot`` files instead of comparing against them
+    --ppi-decoding NAME=JSON   a decoding (repeatable): generate() settings on top of the checkpoint's
+                            generation config, NAME=@FILE.json, or greedy/beam/sample/checkpoint
+    --ppi-generation-config FILE.json   a generation_config.json as a decoding (repeatable)
 
-ini key ``ppi_models`` (one target per line) pins targets in ``pytest.ini`` / ``pyproject.toml``;
-``--ppi-model`` on the command line replaces it.
+ini keys ``ppi_models`` (one target per line) and ``ppi_decodings`` (one decoding per line) pin targets
+and decodings in ``pytest.ini`` / ``pyproject.toml``; the command-line options replace them.
 
 Fixtures:
 
@@ -22,6 +25,8 @@ Fixtures:
   (test id: the target spec). Each target is loaded once per process. Without any configured
   target they are skipped ("no --ppi-model given"), unless the test carries
   ``@pytest.mark.ppi_default_targets(spec, ...)`` (the shipped suite defaults to every tiny model).
+* ``ppi_decoding``: a :class:`~ppinvariants.decoding.Decoding`; tests that request it are parametrized
+  over the configured decodings (test id: the decoding's name).
 * ``ppi_capture``: ``(texts, decoding=GREEDY, **capture_kwargs) -> GenerationRecord`` for the current target.
 * ``ppi_assert_invariants``: ``(record, invariants=None) -> list[Result]``; fails the test with
   the violations (message, context, reproduction line) and no traceback when an invariant fails.
@@ -52,7 +57,7 @@ if TYPE_CHECKING:
     from .snapshot import SnapshotFixture
     from .targets import Target
 
-__all__ = ["assert_invariants", "configured_targets", "render_failures"]
+__all__ = ["assert_invariants", "configured_decodings", "configured_targets", "render_failures"]
 
 NO_TARGET_REASON = "no --ppi-model given"
 _CACHE = pytest.StashKey[dict]()
@@ -87,7 +92,31 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         action="store_true",
         help="rewrite the snapshot files of ppi_snapshot instead of comparing against them",
     )
+    group.addoption(
+        "--ppi-decoding",
+        action="append",
+        default=[],
+        dest="ppi_decodings",
+        metavar="NAME=JSON",
+        help="a decoding for the shipped suite and ppi_decoding (repeatable): any generate() settings on top of "
+        "the checkpoint's generation config, NAME=@FILE.json, or a built-in name (greedy, beam, sample, "
+        "checkpoint); replaces the ppi_decodings ini key (default: the four built-ins)",
+    )
+    group.addoption(
+        "--ppi-generation-config",
+        action="append",
+        default=[],
+        dest="ppi_generation_configs",
+        metavar="FILE.json",
+        help="a generation_config.json to run as a decoding named after the file (repeatable)",
+    )
     parser.addini("ppi_models", type="linelist", default=[], help="ppinvariants targets to check, one per line")
+    parser.addini(
+        "ppi_decodings",
+        type="linelist",
+        default=[],
+        help="ppinvariants decodings, one per line: NAME=JSON settings, NAME=@FILE.json or a built-in name",
+    )
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -110,6 +139,23 @@ def configured_targets(config: pytest.Config) -> list[str]:
     return given or [s for s in config.getini("ppi_models") if s.strip()]
 
 
+def configured_decodings(config: pytest.Config) -> list[Decoding]:
+    """The decodings of this run: ``--ppi-decoding`` / ``--ppi-generation-config`` values if any were given,
+    else the ``ppi_decodings`` ini lines, else the built-in defaults (greedy, beam, sample, checkpoint).
+    A bad setting stops the run with one line naming it."""
+    from .decoding import decodings_from_options
+    from .errors import PPIError
+
+    specs = [s for s in config.getoption("ppi_decodings", default=None) or [] if s.strip()]
+    files = [s for s in config.getoption("ppi_generation_configs", default=None) or [] if s.strip()]
+    if not specs and not files:
+        specs = [s for s in config.getini("ppi_decodings") if s.strip()]
+    try:
+        return decodings_from_options(specs, files)
+    except PPIError as e:
+        raise pytest.UsageError(f"ppinvariants: {e}") from None
+
+
 def _version(dist: str) -> str:
     try:
         return metadata.version(dist)
@@ -130,9 +176,16 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """Parametrize ``ppi_target`` over the configured targets (or the test's default targets)."""
-    if "ppi_target" not in metafunc.fixturenames:
-        return
+    """Parametrize ``ppi_target`` over the configured targets (or the test's default targets), and
+    ``ppi_decoding`` over the configured decodings."""
+    if "ppi_target" in metafunc.fixturenames:
+        _parametrize_targets(metafunc)
+    if "ppi_decoding" in metafunc.fixturenames:
+        decodings = configured_decodings(metafunc.config)
+        metafunc.parametrize("ppi_decoding", decodings, ids=[d.name for d in decodings], indirect=True)
+
+
+def _parametrize_targets(metafunc: pytest.Metafunc) -> None:
     specs = configured_targets(metafunc.config)
     if not specs:
         marker = metafunc.definition.get_closest_marker("ppi_default_targets")
@@ -191,6 +244,14 @@ def ppi_target(request: pytest.FixtureRequest) -> Target:
     if spec is None:
         pytest.skip(NO_TARGET_REASON)
     return _load(request.config, spec)
+
+
+@pytest.fixture
+def ppi_decoding(request: pytest.FixtureRequest) -> Decoding:
+    """The :class:`~ppinvariants.decoding.Decoding` this test runs under: each of ``--ppi-decoding`` /
+    ``--ppi-generation-config`` / the ``ppi_decodings`` ini key, else each built-in (greedy, beam,
+    sample, checkpoint)."""
+    return request.param
 
 
 @pytest.fixture

@@ -62,19 +62,17 @@ class Processing:
         # Several processors write into the tensor they are given: x is our own copy.
         return self.processors(input_ids.to(self.device), x).float()
 
-    def culprit(self, input_ids: torch.Tensor, raw: torch.Tensor, token: int, tolerance: float) -> int:
-        """The index of the first processor that bans ``token`` or moves its score by more than ``tolerance``
-        (-1: none), replaying one row (``input_ids`` ``[1, t]``, ``raw`` ``[1, V]``) as :meth:`step` does."""
+    def culprit(self, input_ids: torch.Tensor, raw: torch.Tensor, token: int) -> int:
+        """The index of the first processor that sets ``token``'s score to ``-inf`` (-1: none), replaying
+        one row (``input_ids`` ``[1, t]``, ``raw`` ``[1, V]``) as :meth:`step` does."""
         x = raw.detach().to(device=self.device, dtype=self.dtype, copy=True)
         x = torch.where(torch.isneginf(x), torch.finfo(x.dtype).min, x)
         if self.on_log_probs:
             x = torch.log_softmax(x, dim=-1)
         ids = input_ids.to(self.device)
         for i, proc in enumerate(self.processors):
-            before = float(x[0, token])
             x = proc(ids, x.clone())
-            now = float(x[0, token])
-            if now == float("-inf") != before or abs(now - before) > tolerance:
+            if bool(torch.isneginf(x[0, token])):
                 return i
         return -1
 

@@ -111,6 +111,45 @@ def _generate_with(**override: Any) -> Inject:
     return inject
 
 
+def _checkpoint_reports(reported: dict[str, Any], *, beam_only: bool = False, **runs: Any) -> Inject:
+    """The checkpoint's generation config reports ``reported``, but ``generate()`` runs with ``runs``
+    instead (in beam search only, with ``beam_only``): a setting dropped or applied with another value."""
+
+    def inject(target: Target) -> None:
+        target.model.generation_config.update(**reported)
+        original = target.model.generate
+
+        def generate(*args: Any, **kwargs: Any) -> Any:
+            config = kwargs.get("generation_config")
+            if config is not None and (not beam_only or (config.num_beams or 1) > 1):
+                config = config.__class__.from_dict(config.to_dict())
+                config.update(**runs)
+                kwargs["generation_config"] = config
+            return original(*args, **kwargs)
+
+        target.model.generate = generate
+
+    return inject
+
+
+def _warper_applied_twice(name: str) -> Inject:
+    """generate() builds its processor list with the warper ``name`` in it twice."""
+
+    def inject(target: Target) -> None:
+        model = target.model
+        build = model._get_logits_processor
+
+        def twice(*args: Any, **kwargs: Any) -> Any:
+            processors = build(*args, **kwargs)
+            again = [p for p in processors if type(p).__name__ == name]
+            processors.extend(again[:1])
+            return processors
+
+        model._get_logits_processor = twice
+
+    return inject
+
+
 def _finished_rows(seq: torch.Tensor, eos: int) -> tuple[torch.Tensor, torch.Tensor]:
     gen = seq[:, 1:]
     is_eos = gen == eos
@@ -209,6 +248,37 @@ FAULTS: tuple[Fault, ...] = (
     Fault("ids_outside_tokenizer", "generated ids outside the tokenizer", "config", _wide_vocabulary),
     Fault("tokenizer_drops_eos", "tokenizer drops its end token", "tokenizer", _tokenizer_drops_end_token),
     Fault("pad_zero_t5_nan", "NaN logits on a pad-started model", "hook", _logit_hook(_set(float("nan"))), arch="t5"),
+    # Real settings: the checkpoint's generation config says one thing, generate() does another.
+    Fault(
+        "repetition_penalty_dropped",
+        "a penalty the checkpoint reports is not applied",
+        "config",
+        _checkpoint_reports({"repetition_penalty": 1.3}, repetition_penalty=1.0),
+    ),
+    Fault(
+        "repetition_penalty_other_value",
+        "a penalty applied with another value",
+        "config",
+        _checkpoint_reports({"repetition_penalty": 1.3}, repetition_penalty=2.0),
+    ),
+    Fault(
+        "temperature_applied_twice",
+        "a warper applied twice",
+        "config",
+        _warper_applied_twice("TemperatureLogitsWarper"),
+    ),
+    Fault(
+        "ngram_ban_dropped_in_beam_search",
+        "a ban not enforced in beam search",
+        "config",
+        _checkpoint_reports({"no_repeat_ngram_size": 2}, beam_only=True, no_repeat_ngram_size=0),
+    ),
+    Fault(
+        "length_penalty_ignored",
+        "a length penalty ignored by beam search",
+        "config",
+        _checkpoint_reports({"length_penalty": 2.0}, beam_only=True, length_penalty=1.0),
+    ),
 )
 
 

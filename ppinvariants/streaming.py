@@ -270,9 +270,9 @@ class StreamingMonitor(LogitsProcessor):
                 vals = torch.stack([s[bad[:, 0], bad[:, 1]], expected[bad[:, 0], bad[:, 1]]], dim=1).double()
                 # which processor set the replayed value: for the positions that can be kept (sorted by row, token)
                 culprits = torch.full((bad.shape[0], 1), -1.0, dtype=torch.float64)
-                for i, (r, v) in enumerate(bad[:MAX_KEPT].tolist()):
+                for i, (r, v) in enumerate(bad[:MAX_KEPT].tolist() if kind == "missing" else []):
                     raw = self.last_raw[r : r + 1]
-                    culprits[i, 0] = self.processing.culprit(input_ids[r : r + 1], raw, v, self.tolerance)
+                    culprits[i, 0] = self.processing.culprit(input_ids[r : r + 1], raw, v)
                 self.kept[kind].add(_with_step(bad, t), torch.cat([vals.cpu(), culprits], dim=1))
 
     def _observe(self, input_ids: torch.Tensor, s: torch.Tensor) -> None:

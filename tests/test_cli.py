@@ -40,10 +40,12 @@ def test_check_passes_on_a_tiny_model_and_writes_the_json_shape(capsys, tmp_path
     assert set(report) == {"environment", "targets"}
     assert set(report["environment"]) == {"python", "torch", "transformers", "device", "dtype"}
     [target] = report["targets"]
-    assert {"target", "status", "error", "conventions", "results"} <= set(target)
+    assert {"target", "status", "error", "conventions", "decodings", "results"} <= set(target)
+    # the checkpoint decoding: max_length 20 of the default generation config, less the decoder start
+    assert target["decodings"]["checkpoint"]["settings"]["max_new_tokens"] == 19
     assert target["status"] == "pass" and target["error"] is None
     decodings = {r["decoding"] for r in target["results"]}
-    assert decodings == {"greedy", "beam", "sample"}
+    assert decodings == {"greedy", "beam", "sample", "checkpoint"}
     for r in target["results"]:
         assert {"invariant", "decoding", "status", "reason", "violations"} <= set(r)
         assert r["status"] in ("pass", "fail", "skip", "xfail")

@@ -9,7 +9,7 @@ import torch
 from _records import healthy_record
 
 from ppinvariants.invariants import ALL, REGISTRY, run_invariants
-from ppinvariants.record import GenerationRecord, finished_mask, generated_tokens
+from ppinvariants.record import GenerationRecord, finished_mask, generated_tokens, source_rows
 
 
 def test_every_invariant_is_quiet_on_every_healthy_tiny_model(arch: str, decoding_name: str) -> None:
@@ -88,7 +88,16 @@ def _all_neg_inf_row(rec: GenerationRecord) -> None:
 
 
 def _unexplained_neg_inf(rec: GenerationRecord) -> None:
-    rec.scores[0, 8, _ordinary_token(rec)] = float("-inf")
+    # At step 8 of the score row that returned row 0 came from (beam search judges only known histories).
+    row = int(source_rows(rec)[0, 8])
+    rec.scores[row, 8, _ordinary_token(rec)] = float("-inf")
+
+
+def _penalty_applied_twice(rec: GenerationRecord) -> None:
+    # A finite score moved as a penalty applied once more would move it.
+    row, tok = int(source_rows(rec)[0, 3]), _ordinary_token(rec)
+    value = float(rec.scores[row, 3, tok])
+    rec.scores[row, 3, tok] = value * 1.3 if value < 0 else value / 1.3
 
 
 def _min_length_not_enforced(rec: GenerationRecord) -> None:
@@ -134,6 +143,18 @@ BREAKS: list[tuple[str, str, Callable[[GenerationRecord], None], str]] = [
     ("neg_inf_only_where_processors_explain", "greedy", _unexplained_neg_inf, "-inf not explained"),
     ("neg_inf_only_where_processors_explain", "beam", _unexplained_neg_inf, "-inf not explained"),
     ("processor_masks_applied", "greedy", _min_length_not_enforced, "should have set this score to -inf"),
+    (
+        "processed_scores_match_processors",
+        "greedy",
+        _penalty_applied_twice,
+        "replayed on the raw logits",
+    ),
+    (
+        "processed_scores_match_processors",
+        "beam",
+        _penalty_applied_twice,
+        "replayed on the raw logits",
+    ),
     ("no_eos_before_min_length", "greedy", _early_eos, "eos generated before the minimum length"),
     ("chosen_logprob_gather_matches_indexing", "greedy", _shifted_scores, "differs from transformers'"),
     ("chosen_logprob_gather_matches_indexing", "beam", _altered_transition_scores, "differs from transformers'"),
@@ -189,7 +210,7 @@ def test_violation_message_is_a_diagnosis() -> None:
     [result] = [r for r in run_invariants(rec) if r.invariant == "neg_inf_only_where_processors_explain"]
     assert result.status == "fail"
     v = result.violations[0]
-    assert v.row == 0 and v.step == 8 and v.expected == "finite" and v.found == "-inf"
+    assert v.row == 0 and v.step == 8 and v.expected.startswith("finite (replayed: ") and v.found == "-inf"
     assert v.token and v.context and "[[" in v.context
     assert "seed=0" in result.repro and "tiny:bart" in result.repro and "min_length" in result.repro
 

@@ -22,7 +22,7 @@ CACHE = str(testing.cache_root())
 
 USER_TESTS = """
 import pytest
-from ppinvariants.capture import BEAM, Decoding
+from ppinvariants import BEAM, Decoding
 
 LOADED = {}
 

@@ -42,6 +42,11 @@ APPLICABLE = {
     "ids_outside_tokenizer",
     "tokenizer_drops_eos",
     "pad_zero_t5_nan",
+    "repetition_penalty_dropped",
+    "repetition_penalty_other_value",
+    "temperature_applied_twice",
+    "ngram_ban_dropped_in_beam_search",
+    "length_penalty_ignored",
 }
 #: Post-processing faults alter only generate()'s returned output, which streaming does not judge;
 #: "nondeterministic" draws fresh noise per run, so two runs (streaming, record) see different logits.

@@ -54,14 +54,14 @@ def _replayed(record: GenerationRecord, p: tuple[int, ...]) -> float:
 
 
 def culprit_of(record: GenerationRecord, p: tuple[int, ...]) -> int:
-    """Index in the reference list of the processor that sets the replayed score at ``p`` (-1: none found)."""
+    """Index in the reference list of the processor that bans the token at ``p`` (-1: none does)."""
     from ..record import step_history
 
     row, step, token = p
     at = step_history(record, step, record.logits.shape[0])
     if at is None or record.processing is None:
         return -1
-    return record.processing.culprit(at[0][row : row + 1], record.logits[row : row + 1, step], token, record.tolerance)
+    return record.processing.culprit(at[0][row : row + 1], record.logits[row : row + 1, step], token)
 
 
 #: The replay checks and the kind of difference (:func:`ppinvariants.processing.differences`) each reports.
@@ -87,7 +87,7 @@ def replay_violation(
         ),
         "processor_masks_applied": ("a configured processor should have set this score to -inf" + culprit, "-inf"),
         "processed_scores_match_processors": (
-            "processed score differs from the configured processors replayed on the raw logits" + culprit,
+            f"processed score differs from the configured processors ({names}) replayed on the raw logits",
             f"{replayed:.6g}",
         ),
     }[name]
@@ -97,9 +97,13 @@ def replay_violation(
 def _replay_check(record: GenerationRecord, name: str) -> list[Violation]:
     s = record.scores
     bad = _differences(record)[REPLAYED[name]]
-    return from_positions(
-        bad, lambda p: replay_violation(record, name, p, float(s[p]), _replayed(record, p), culprit_of(record, p))
-    )
+    masks = name == "processor_masks_applied"  # a ban not applied: name the processor that bans
+
+    def build(p: tuple[int, ...]) -> Violation:
+        culprit = culprit_of(record, p) if masks else -1
+        return replay_violation(record, name, p, float(s[p]), _replayed(record, p), culprit)
+
+    return from_positions(bad, build)
 
 
 @invariant("processors")
