@@ -250,6 +250,15 @@ def reference_logits_processors(
     from transformers.generation.utils import GenerationMixin
 
     gc = copy.deepcopy(generation_config)
+    fill = getattr(GenerationMixin, "_prepare_generation_config", None)
+    if fill is not None:
+        # generate() fills the settings left None from the model's config, then from the global defaults
+        # (5.x: top_k 50 under sampling, ...); the lengths, resolved by the caller, are kept.
+        with contextlib.suppress(TypeError, ValueError):
+            prepared = fill(model, gc)
+            prepared = prepared[0] if isinstance(prepared, tuple) else prepared
+            prepared.max_length, prepared.min_length = gc.max_length, gc.min_length
+            gc = prepared
     prepare = getattr(GenerationMixin, "_prepare_special_tokens", None)
     if prepare is not None:
         params = inspect.signature(prepare).parameters

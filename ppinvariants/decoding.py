@@ -65,12 +65,14 @@ class Decoding:
     (``num_beams`` 1, ``do_sample`` False, ...); :meth:`get` reads any.
     """
 
-    __slots__ = ("name", "seed", "settings", "note")
+    __slots__ = ("name", "seed", "settings", "note", "cap")
 
-    def __init__(self, name: str, *, seed: int = 0, note: str = "", **settings: Any) -> None:
+    def __init__(self, name: str, *, seed: int = 0, note: str = "", cap: int | None = None, **settings: Any) -> None:
         object.__setattr__(self, "name", str(name))
         object.__setattr__(self, "seed", int(seed))
         object.__setattr__(self, "note", str(note))
+        # At most this many new tokens, whatever length the settings allow (see resolve()).
+        object.__setattr__(self, "cap", None if cap is None else int(cap))
         frozen = tuple(sorted((k, _freeze(v)) for k, v in settings.items() if v is not None))
         object.__setattr__(self, "settings", frozen)
 
@@ -78,11 +80,11 @@ class Decoding:
         raise AttributeError("Decoding is immutable: use .replace(...)")
 
     def __reduce__(self) -> tuple[Any, ...]:  # copy and pickle (pytest-xdist) rebuild through __init__
-        return (_rebuild, (self.name, self.seed, self.note, self.generate_kwargs()))
+        return (_rebuild, (self.name, self.seed, self.note, self.cap, self.generate_kwargs()))
 
     # -- identity ---------------------------------------------------------------------------
     def _key(self) -> tuple[Any, ...]:
-        return (self.name, self.seed, self.settings)
+        return (self.name, self.seed, self.settings, self.cap)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Decoding) and self._key() == other._key()
@@ -134,6 +136,7 @@ class Decoding:
             self.name if name is None else name,
             seed=self.seed if seed is None else seed,
             note=self.note,
+            cap=self.cap,
             **settings,
         )
 
@@ -174,8 +177,8 @@ class Decoding:
         _compat.check_generation_settings(self.name, self.generate_kwargs())
 
 
-def _rebuild(name: str, seed: int, note: str, settings: dict[str, Any]) -> Decoding:
-    return Decoding(name, seed=seed, note=note, **settings)
+def _rebuild(name: str, seed: int, note: str, cap: int | None, settings: dict[str, Any]) -> Decoding:
+    return Decoding(name, seed=seed, note=note, cap=cap, **settings)
 
 
 #: Settings checked here before transformers sees them (it checks some only when a warper is built):
@@ -219,7 +222,7 @@ SAMPLE = Decoding(
 )
 #: Exactly ``model.generate(**inputs)`` under the checkpoint's own generation config; only a cap on new
 #: tokens (:data:`CHECKPOINT_MAX_NEW_TOKENS`) is added by :func:`resolve`, and reported.
-CHECKPOINT = Decoding("checkpoint")
+CHECKPOINT = Decoding("checkpoint", cap=CHECKPOINT_MAX_NEW_TOKENS)
 DEFAULT_DECODINGS: tuple[Decoding, ...] = (GREEDY, BEAM, SAMPLE, CHECKPOINT)
 
 #: Default inputs of ``ppinvariants check``: very different lengths (padding), digits,
@@ -251,7 +254,8 @@ def resolve(
     The result's settings are the merged config's non-default decoding settings (special token
     ids and output flags left out), so that the report and the ``reproduce:`` line show what ran.
     A decoding that sets no length (``max_new_tokens`` / ``max_length``) gets
-    ``max_new_tokens = min(what the checkpoint allows, max_new_tokens)``, said in its ``note``.
+    ``max_new_tokens = min(what the checkpoint allows, max_new_tokens)``, said in its ``note``; so does a
+    decoding with a ``cap`` (one read from a generation config file) that sets no ``max_new_tokens``.
     """
     decoding.validate()
     merged = effective_generation_config(model_generation_config, decoding)
@@ -263,19 +267,22 @@ def resolve(
         if k not in _NOT_SETTINGS and not k.startswith("_") and v is not None and v != defaults.get(k)
     }
     note = decoding.note
-    if decoding.get("max_new_tokens") is None and decoding.get("max_length") is None:
+    cap = decoding.cap
+    if cap is None and decoding.get("max_new_tokens") is None and decoding.get("max_length") is None:
+        cap = max_new_tokens
+    if cap is not None and decoding.get("max_new_tokens") is None:
         allowed = settings.get("max_new_tokens")
         if allowed is None:
             allowed = int(merged.max_length or 20) - 1  # the decoder start counts towards max_length
-        if int(allowed) > max_new_tokens:
-            note = f"max_new_tokens capped at {max_new_tokens} (the checkpoint allows {allowed})"
-        settings["max_new_tokens"] = min(int(allowed), max_new_tokens)
+        if int(allowed) > cap:
+            note = f"max_new_tokens capped at {cap} (the generation config allows {allowed})"
+        settings["max_new_tokens"] = min(int(allowed), cap)
     if settings.get("max_new_tokens") is not None:
         settings.pop("max_length", None)  # max_new_tokens wins in generate(); one length is shown
     for key in ("num_beams", "do_sample", "num_return_sequences"):
         value = getattr(merged, key, None)
         settings.setdefault(key, value if value is not None else (_compat.generation_default(key) or False))
-    return Decoding(decoding.name, seed=decoding.seed, note=note, **settings)
+    return Decoding(decoding.name, seed=decoding.seed, note=note, cap=decoding.cap, **settings)
 
 
 # ------------------------------------------------------------------------------ from the command line
@@ -318,17 +325,17 @@ def decoding_from_file(path: str | Path, *, name: str | None = None) -> Decoding
         raise UsageError(f"generation config {p}: not valid JSON ({e})") from None
     if isinstance(settings, dict):
         settings = {k: v for k, v in settings.items() if k not in _NOT_SETTINGS}
-    return _from_mapping(name or p.stem, settings)
+    return _from_mapping(name or p.stem, settings, cap=CHECKPOINT_MAX_NEW_TOKENS)
 
 
-def _from_mapping(name: str, settings: Any) -> Decoding:
+def _from_mapping(name: str, settings: Any, cap: int | None = None) -> Decoding:
     if not isinstance(settings, Mapping):
         raise UsageError(f"decoding {name}: settings must be a JSON object, not {type(settings).__name__}")
     seed = settings.get("seed", 0)
     rest = {k: v for k, v in settings.items() if k != "seed"}
     if not isinstance(seed, int):
         raise UsageError(f"decoding {name}: seed must be an integer")
-    decoding = Decoding(name, seed=seed, **rest)
+    decoding = Decoding(name, seed=seed, cap=cap, **rest)
     decoding.validate()
     return decoding
 

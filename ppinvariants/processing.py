@@ -62,9 +62,10 @@ class Processing:
         # Several processors write into the tensor they are given: x is our own copy.
         return self.processors(input_ids.to(self.device), x).float()
 
-    def culprit(self, input_ids: torch.Tensor, raw: torch.Tensor, token: int) -> int:
-        """The index of the first processor that sets ``token``'s score to ``-inf`` (-1: none), replaying
-        one row (``input_ids`` ``[1, t]``, ``raw`` ``[1, V]``) as :meth:`step` does."""
+    def culprit(self, input_ids: torch.Tensor, raw: torch.Tensor, row: int, token: int) -> int:
+        """The index of the first processor that sets ``token``'s score in ``row`` to ``-inf`` (-1: none),
+        replaying the step (``input_ids`` ``[rows, t]``, ``raw`` ``[rows, V]``: every row, since some
+        processors map rows to inputs by the batch's shape) as :meth:`step` does."""
         x = raw.detach().to(device=self.device, dtype=self.dtype, copy=True)
         x = torch.where(torch.isneginf(x), torch.finfo(x.dtype).min, x)
         if self.on_log_probs:
@@ -72,7 +73,7 @@ class Processing:
         ids = input_ids.to(self.device)
         for i, proc in enumerate(self.processors):
             x = proc(ids, x.clone())
-            if bool(torch.isneginf(x[0, token])):
+            if bool(torch.isneginf(x[row, token])):
                 return i
         return -1
 

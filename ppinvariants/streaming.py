@@ -271,8 +271,7 @@ class StreamingMonitor(LogitsProcessor):
                 # which processor set the replayed value: for the positions that can be kept (sorted by row, token)
                 culprits = torch.full((bad.shape[0], 1), -1.0, dtype=torch.float64)
                 for i, (r, v) in enumerate(bad[:MAX_KEPT].tolist() if kind == "missing" else []):
-                    raw = self.last_raw[r : r + 1]
-                    culprits[i, 0] = self.processing.culprit(input_ids[r : r + 1], raw, v)
+                    culprits[i, 0] = self.processing.culprit(input_ids, self.last_raw, r, v)
                 self.kept[kind].add(_with_step(bad, t), torch.cat([vals.cpu(), culprits], dim=1))
 
     def _observe(self, input_ids: torch.Tensor, s: torch.Tensor) -> None:

@@ -61,7 +61,7 @@ def culprit_of(record: GenerationRecord, p: tuple[int, ...]) -> int:
     at = step_history(record, step, record.logits.shape[0])
     if at is None or record.processing is None:
         return -1
-    return record.processing.culprit(at[0][row : row + 1], record.logits[row : row + 1, step], token)
+    return record.processing.culprit(at[0], record.logits[:, step], row, token)
 
 
 #: The replay checks and the kind of difference (:func:`ppinvariants.processing.differences`) each reports.
