@@ -15,7 +15,7 @@ import torch
 
 from . import _compat
 from .conventions import Conventions
-from .errors import NotApplicable, UsageError
+from .errors import NotJudged, UsageError
 
 
 @dataclass(frozen=True)
@@ -101,13 +101,13 @@ DEFAULT_TEXTS: tuple[str, ...] = (
 class StepsNotKept:
     """Stands in for ``GenerationRecord.scores`` / ``.logits`` when streaming mode kept no step tensors.
 
-    Any use (attribute, indexing, arithmetic, a ``torch`` function) raises :class:`NotApplicable`, so
+    Any use (attribute, indexing, arithmetic, a ``torch`` function) raises :class:`NotJudged` (a :class:`NotApplicable`), so
     every invariant that reads stacked step tensors skips with :data:`STEPS_NOT_KEPT_REASON` instead
     of each one testing for it; ``is NOT_KEPT`` tells it apart from "never returned" (None).
     """
 
     def _refuse(self, *_args: Any, **_kwargs: Any) -> Any:
-        raise NotApplicable(STEPS_NOT_KEPT_REASON)
+        raise NotJudged(STEPS_NOT_KEPT_REASON)
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__"):  # copy/pickle/dataclass probes must see a plain object
@@ -116,7 +116,7 @@ class StepsNotKept:
 
     @classmethod
     def __torch_function__(cls, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
-        raise NotApplicable(STEPS_NOT_KEPT_REASON)
+        raise NotJudged(STEPS_NOT_KEPT_REASON)
 
     __getitem__ = __len__ = __iter__ = __float__ = __neg__ = _refuse
     __add__ = __radd__ = __sub__ = __rsub__ = __mul__ = __rmul__ = __truediv__ = __rtruediv__ = _refuse
@@ -356,29 +356,26 @@ def sequence_logprob(record: GenerationRecord) -> torch.Tensor:
 
 
 def encode(tokenizer: Any, texts: list[str], model: Any) -> tuple[dict[str, torch.Tensor], list[int]]:
-    """Tokenize a padded batch, truncating to the model's positions; returns the rows truncated."""
+    """Tokenize a padded batch, truncating to the model's input limit (see
+    :func:`ppinvariants.lengths.input_limit`); returns the rows truncated."""
     if not texts:
         raise UsageError("no input texts: give at least one")
     for i, t in enumerate(texts):
         if not isinstance(t, str) or not t.strip():
             raise UsageError(f"input text #{i} is empty or whitespace-only: {t!r}")
     limit = _max_positions(tokenizer, model)
-    full = tokenizer(list(texts), add_special_tokens=True)["input_ids"]
+    full = tokenizer(list(texts), add_special_tokens=True, verbose=False)["input_ids"]
     truncated = [i for i, ids in enumerate(full) if len(ids) > limit]
     batch = tokenizer(list(texts), return_tensors="pt", padding=True, truncation=True, max_length=limit)
     return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}, truncated
 
 
 def _max_positions(tokenizer: Any, model: Any) -> int:
-    candidates = [getattr(model.config, "max_position_embeddings", None)]
-    enc = getattr(model.config, "encoder", None)
-    if enc is not None:
-        candidates.append(getattr(enc, "max_position_embeddings", None))
-    tml = getattr(tokenizer, "model_max_length", None)
-    if tml is not None and tml < 1_000_000:
-        candidates.append(tml)
-    values = [int(c) for c in candidates if c]
-    return min(values) if values else 512
+    """The smallest input length limit of ``model``'s config (every spelling, nested encoder configs
+    too) and ``tokenizer``; see :func:`ppinvariants.lengths.input_limit`."""
+    from .lengths import input_limit
+
+    return input_limit(tokenizer, model).tokens
 
 
 def capture(

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from ppinvariants import testing
+from ppinvariants import __version__, testing
 from ppinvariants.cli import main
+from ppinvariants.progress import PREFIX
 
 HERE = Path(__file__).parent
 FACTORIES = HERE / "factories.py"
@@ -24,9 +25,10 @@ def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
 
 
 def assert_one_clear_line(code: int, err: str, fragment: str) -> None:
+    """Exit 2 and one line ``ppinvariants: error: ...``, after the progress lines (``--quiet`` drops those)."""
     assert code == 2
     assert "Traceback" not in err
-    lines = [line for line in err.strip().splitlines() if line]
+    lines = [line for line in err.strip().splitlines() if line and not line.startswith(PREFIX)]
     assert len(lines) == 1, err
     assert lines[0].startswith("ppinvariants: error: ")
     assert fragment in lines[0], lines[0]
@@ -38,7 +40,8 @@ def test_check_passes_on_a_tiny_model_and_writes_the_json_shape(capsys, tmp_path
     assert code == 0, out
     report = json.loads(path.read_text())
     assert set(report) == {"environment", "targets"}
-    assert set(report["environment"]) == {"python", "torch", "transformers", "device", "dtype"}
+    assert set(report["environment"]) == {"ppinvariants", "python", "torch", "transformers", "device", "dtype"}
+    assert report["environment"]["ppinvariants"] == __version__
     [target] = report["targets"]
     assert {"target", "status", "error", "conventions", "results"} <= set(target)
     assert target["status"] == "pass" and target["error"] is None
@@ -92,8 +95,9 @@ def test_an_unexplained_neg_inf_is_caught_end_to_end(capsys) -> None:
 
 
 def test_a_healthy_factory_passes(capsys) -> None:
-    code, out, _ = run(capsys, f"{FACTORIES}:healthy", "-q")
-    assert code == 0 and out.strip().endswith("pass")
+    code, out, err = run(capsys, f"{FACTORIES}:healthy", "-q")
+    assert code == 0 and out.strip() == f"{FACTORIES}:healthy: PASS (3 of 81 left to --thorough)"
+    assert err == ""  # --quiet: no progress lines either
 
 
 def test_python_dash_m_and_the_console_script_work() -> None:
@@ -101,7 +105,7 @@ def test_python_dash_m_and_the_console_script_work() -> None:
         [sys.executable, "-m", "ppinvariants", "check", "tiny:t5", "-q"], capture_output=True, text=True, timeout=300
     )
     assert proc.returncode == 0, proc.stderr
-    assert "tiny:t5: pass" in proc.stdout
+    assert "tiny:t5: PASS" in proc.stdout
     exe = shutil.which("ppinvariants")
     if exe:
         proc = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=60)
@@ -190,7 +194,11 @@ def test_empty_or_whitespace_text(capsys, text: str) -> None:
 def test_text_longer_than_the_positions_is_truncated_and_said(capsys) -> None:
     code, out, _ = run(capsys, "tiny:bart", "-v", "--text", "word " * 400, "--text", "Hello world.")
     assert code == 0
-    assert "truncated to the model's positions" in out
+    notes = [line for line in out.splitlines() if "truncated" in line]
+    assert notes == [
+        "  note: inputs [0] were truncated to the model's input limit, 128 tokens "
+        "(config.max_position_embeddings); the checks judged the truncated inputs"
+    ]
 
 
 def test_unknown_device(capsys) -> None:
