@@ -157,25 +157,30 @@ def test_hypothesis_profiles_load_from_the_command_line(pytester: pytest.Pyteste
     result.assert_outcomes(passed=1)
 
 
-def test_fixtures_from_a_user_test_file(pytester: pytest.Pytester) -> None:
+def test_fixtures_from_a_user_test_file(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
     """Healthy target passes, the broken one fails with the rendered violations and no traceback,
-    an unloadable one errors with its one-line message."""
+    an unloadable one errors once with its one-line message (its other tests skip, naming that one)."""
+    monkeypatch.setenv("COLUMNS", "1000")  # -ra leaves the reason out of lines wider than the terminal
     pytester.makepyfile(test_user=USER_TESTS)
     missing = str(pytester.path / "no-such-checkpoint")
     result = pytester.runpytest_subprocess(
-        "-p", "no:cacheprovider", "--ppi-model", "tiny:bart", "--ppi-model", BROKEN, "--ppi-model", missing
+        "-p", "no:cacheprovider", "-ra", "--ppi-model", "tiny:bart", "--ppi-model", BROKEN, "--ppi-model", missing
     )
     out = result.stdout.str()
-    result.assert_outcomes(passed=4, failed=2, errors=3)
+    result.assert_outcomes(passed=4, failed=2, errors=1, skipped=2)
+    first = f"test_user.py::test_target_is_loaded_once[{missing}]"
     result.stdout.fnmatch_lines(
         [
-            "FAILED test_user.py::test_my_model[[]*broken_factory.py:make-beam[]]*",
-            "FAILED test_user.py::test_my_model[[]*broken_factory.py:make-sample[]]*",
-            "ERROR test_user.py::test_target_is_loaded_once[[]*no-such-checkpoint[]]*",
+            "ERROR test_user.py::test_target_is_loaded_once[[]*no-such-checkpoint[]] - Failed: ppinvariants: "
+            "cannot load target *",
+            "FAILED test_user.py::test_my_model[[]*broken_factory.py:make-beam[]] - Failed: ppinvariants: "
+            "neg_inf_only_where_processors_explain, * failed on *",
+            "FAILED test_user.py::test_my_model[[]*broken_factory.py:make-sample[]] - Failed: ppinvariants: "
+            "scores_have_no_nan_or_posinf failed on *",
         ]
     )
-    assert "ppinvariants: 2 invariants failed on " in out and "broken_factory.py:make (beam)" in out
-    assert "ppinvariants: 1 invariant failed on " in out and "broken_factory.py:make (sample)" in out
+    assert "SKIPPED [2] " in out and f"depends on {first}, which failed: cannot load target {missing}" in out
+    assert "broken_factory.py:make (beam)" in out and "broken_factory.py:make (sample)" in out
     assert "[FAIL] neg_inf_only_where_processors_explain (beam)" in out
     assert "[FAIL] scores_have_no_nan_or_posinf (sample)" in out
     assert "-inf not explained by any logits processor" in out and "token 485 'Ġthe'" in out
