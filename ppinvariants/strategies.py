@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
 
@@ -73,7 +73,9 @@ def register_profiles() -> None:
 
     * ``ppi-ci``: ``derandomize=True`` (the same examples on every run, so a CI gate is stable),
       ``deadline=None`` (generation time varies with the machine), ``print_blob=True`` (a failure
-      prints the ``@reproduce_failure`` blob), 25 examples, no example database.
+      prints the ``@reproduce_failure`` blob), 25 examples, no example database, and no shrink
+      phase (each example runs the model: shrinking a failure could stall a CI job for minutes;
+      the failing example is reported as drawn).
     * ``ppi-dev``: 10 examples, ``deadline=None``, the example database on (failures replay first).
 
     Load one with ``settings.load_profile("ppi-ci")`` or ``pytest --hypothesis-profile ppi-ci``.
@@ -87,6 +89,7 @@ def register_profiles() -> None:
         print_blob=True,
         max_examples=25,
         database=None,
+        phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.target],
         suppress_health_check=quiet,
     )
     settings.register_profile("ppi-dev", max_examples=10, deadline=None, suppress_health_check=quiet)

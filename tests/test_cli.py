@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -305,3 +306,50 @@ def test_bfloat16_runs_on_cpu_with_dtype_aware_tolerances(capsys, tmp_path: Path
     assert code == 0, out
     report = json.loads(path.read_text())
     assert report["environment"]["dtype"] == "bfloat16"
+
+
+def test_streaming_says_what_it_did_not_judge_and_strict_fails_it(capsys) -> None:
+    code, out, _ = run(capsys, "tiny:bart", "--streaming")
+    assert code == 0
+    head = next(line for line in out.splitlines() if line.startswith("tiny:bart: "))
+    assert re.fullmatch(r"tiny:bart: PASS \(\d+ of 81 not judged: streaming mode\)", head)
+    assert "note: streaming mode (greedy, beam, sample): the step scores were not kept" in out
+    code, out, _ = run(capsys, "tiny:bart", "--streaming", "--strict", "-q")
+    assert code == 1
+    assert out.strip() == "tiny:bart: FAIL"
+
+
+def test_strict_passes_where_every_applicable_check_was_judged(capsys, tmp_path: Path) -> None:
+    code, out, _ = run(capsys, "tiny:t5", "--strict", "-q", "--json", str(tmp_path / "r.json"))
+    assert code == 0, out
+    [target] = json.loads((tmp_path / "r.json").read_text())["targets"]
+    assert target["not_judged"] == 0 and target["summary"] == "PASS (3 of 81 left to --thorough)"
+    kinds = {r["skip_kind"] for r in target["results"] if r["status"] == "skip"}
+    assert kinds == {"not_applicable", "thorough_only"}
+
+
+def test_progress_lines_reach_a_piped_stderr_and_quiet_turns_them_off() -> None:
+    cmd = [sys.executable, "-m", "ppinvariants", "check", "tiny:t5", "-q"]
+    proc = subprocess.run(cmd[:-1], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stderr.splitlines()
+    assert lines[0].startswith(f"{PREFIX}check, version {__version__}")
+    assert f"{PREFIX}loading tiny:t5" in lines and f"{PREFIX}tiny:t5 / beam" in lines
+    assert all(line.startswith(PREFIX) for line in lines), lines  # nothing else: no bars, no warnings
+    quiet = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert quiet.returncode == 0 and quiet.stderr == ""
+
+
+def test_bare_ppinvariants_lists_the_commands(capsys) -> None:
+    assert main([]) == 2
+    err = capsys.readouterr().err
+    for command in ("check", "selftest", "explain", "snapshot", "compare", "coverage"):
+        assert re.search(rf"^\s+{command}\s", err, re.M), err
+
+
+def test_check_verbose_aligns_the_conventions(capsys) -> None:
+    code, out, _ = run(capsys, "tiny:bart", "-v")
+    assert code == 0
+    rows = [line for line in out.splitlines() if line.lstrip().startswith(("input:", "generation:", "pad:"))][:3]
+    starts = {len(row) - len(row.split(":", 1)[1].lstrip()) for row in rows}
+    assert len(rows) == 3 and len(starts) == 1, rows
