@@ -238,7 +238,7 @@ def _explain(args: argparse.Namespace) -> int:
     print(f"{args.target}: {args.text!r}")
     print(render(steps, vocab_size=int(target.model.get_output_embeddings().weight.shape[0])))
     if args.plot:
-        print(f"plot written to {plot(steps, args.plot)}")
+        print(f"plot written to {plot(steps, args.plot, target=args.target, text=args.text)}")
     return EXIT_OK
 
 
