@@ -295,3 +295,24 @@ def processes_in_model_dtype() -> bool:
     """Whether ``generate()`` runs the processors and warpers on logits in the model's dtype (before 4.46);
     4.46 and later upcast ``next_token_logits`` to float32 first (transformers commit 22e6f14)."""
     return TRANSFORMERS_VERSION < Version("4.46")
+
+
+@contextlib.contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """Within the block, transformers prints no progress bars (``Loading weights: 100%``) and logs
+    errors only (no ``Input ids are automatically padded`` warning per call); both are restored
+    after it, so the caller's own logging is left as it was."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    bars = getattr(hf_logging, "is_progress_bar_enabled", lambda: True)()
+    hf_logging.set_verbosity_error()
+    with contextlib.suppress(AttributeError):
+        hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            with contextlib.suppress(AttributeError):
+                hf_logging.enable_progress_bar()

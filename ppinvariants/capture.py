@@ -11,34 +11,30 @@ from transformers import LogitsProcessorList
 from . import _compat
 from .decoding import Decoding, effective_generation_config, resolve
 from .errors import UsageError
+from .lengths import input_limit
 from .processing import Processing, build_processing
 from .record import NOT_KEPT, GenerationRecord, stack_steps
 
 
 def encode(tokenizer: Any, texts: list[str], model: Any) -> tuple[dict[str, torch.Tensor], list[int]]:
-    """Tokenize a padded batch, truncating to the model's positions; returns the rows truncated."""
+    """Tokenize a padded batch, truncating to the model's input limit (see
+    :func:`ppinvariants.lengths.input_limit`); returns the rows truncated."""
     if not texts:
         raise UsageError("no input texts: give at least one")
     for i, t in enumerate(texts):
         if not isinstance(t, str) or not t.strip():
             raise UsageError(f"input text #{i} is empty or whitespace-only: {t!r}")
     limit = _max_positions(tokenizer, model)
-    full = tokenizer(list(texts), add_special_tokens=True)["input_ids"]
+    full = tokenizer(list(texts), add_special_tokens=True, verbose=False)["input_ids"]
     truncated = [i for i, ids in enumerate(full) if len(ids) > limit]
     batch = tokenizer(list(texts), return_tensors="pt", padding=True, truncation=True, max_length=limit)
     return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}, truncated
 
 
 def _max_positions(tokenizer: Any, model: Any) -> int:
-    candidates = [getattr(model.config, "max_position_embeddings", None)]
-    enc = getattr(model.config, "encoder", None)
-    if enc is not None:
-        candidates.append(getattr(enc, "max_position_embeddings", None))
-    tml = getattr(tokenizer, "model_max_length", None)
-    if tml is not None and tml < 1_000_000:
-        candidates.append(tml)
-    values = [int(c) for c in candidates if c]
-    return min(values) if values else 512
+    """The smallest input length limit of ``model``'s config (every spelling, nested encoder configs
+    too) and ``tokenizer``; see :func:`ppinvariants.lengths.input_limit`."""
+    return input_limit(tokenizer, model).tokens
 
 
 def capture(

@@ -18,11 +18,39 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(EXIT_USAGE)
 
 
+def _common_parsers() -> dict[str, argparse.ArgumentParser]:
+    """Options shared by several commands, as argparse parent parsers (one definition, one help text)."""
+    load = argparse.ArgumentParser(add_help=False)
+    load.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto")
+    load.add_argument("--dtype", default="float32", help="float32 (default), float16 or bfloat16")
+    load.add_argument("--trust-remote-code", action="store_true", help="allow a checkpoint's own model code to run")
+    load.add_argument("--allow-pickle", action="store_true", help="allow pickle weights (pytorch_model.bin)")
+    inputs = argparse.ArgumentParser(add_help=False)
+    inputs.add_argument(
+        "--text", action="append", metavar="TEXT", help="input text (repeatable; default: built-in set)"
+    )
+    inputs.add_argument("--seed", type=int, default=0, help="seed for generation (default 0)")
+    _decoding_options(inputs)
+    threads = argparse.ArgumentParser(add_help=False)
+    threads.add_argument("--threads", type=int, metavar="N", help="torch CPU threads (default: torch's choice)")
+    quiet = argparse.ArgumentParser(add_help=False)
+    quiet.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
+    return {"load": load, "inputs": inputs, "threads": threads, "quiet": quiet}
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="ppinvariants", description="Invariant checks for seq2seq generate() outputs.")
+    p = _Parser(
+        prog="ppinvariants",
+        description="Invariant checks for seq2seq generate() outputs.",
+        epilog="Run `ppinvariants COMMAND -h` for a command's options.",
+    )
     p.add_argument("--version", action="version", version=f"ppinvariants {__version__}")
-    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    c = sub.add_parser("check", help="check targets (default: every built-in tiny model)")
+    common = _common_parsers()
+    load, inputs, threads, quiet = common["load"], common["inputs"], common["threads"], common["quiet"]
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    c = sub.add_parser(
+        "check", parents=[load, inputs, threads], help="check targets (default: every built-in tiny model)"
+    )
     c.add_argument(
         "targets",
         nargs="*",
@@ -30,21 +58,22 @@ def _parser() -> argparse.ArgumentParser:
         help="checkpoint dir, tiny:<arch>, FILE.py:FUNC, package.module:FUNC, or a cached hub id",
     )
     c.add_argument("--json", metavar="PATH", help="write the JSON report to PATH")
-    c.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto")
-    c.add_argument("--dtype", default="float32", help="float32 (default), float16 or bfloat16")
-    c.add_argument("--text", action="append", metavar="TEXT", help="input text (repeatable; default: built-in set)")
-    c.add_argument("--seed", type=int, default=0, help="seed for generation (default 0)")
-    _decoding_options(c)
-    c.add_argument("--trust-remote-code", action="store_true", help="allow a checkpoint's own model code to run")
-    c.add_argument("--allow-pickle", action="store_true", help="allow pickle weights (pytorch_model.bin)")
     c.add_argument("-v", "--verbose", action="store_true", help="print conventions and skipped checks")
-    c.add_argument("-q", "--quiet", action="store_true", help="print only the summary line per target")
-    c.add_argument("--threads", type=int, metavar="N", help="torch CPU threads (default: torch's choice)")
+    c.add_argument(
+        "-q", "--quiet", action="store_true", help="print only the summary line per target, and no progress lines"
+    )
     c.add_argument(
         "--streaming",
-        action="store_true",
+        action=argparse.BooleanOptionalAction,
         default=None,
-        help="judge per-step invariants inside generate(), keeping no step scores (default: automatic by size)",
+        help="judge per-step invariants inside generate(), keeping no step scores; the checks that need them are "
+        "not judged, and the summary says how many (default: automatic, above 512 MiB of step tensors)",
+    )
+    c.add_argument(
+        "--strict",
+        action="store_true",
+        help="a check that applies but was not judged (streaming mode, missing evidence) fails; "
+        "checks left to --thorough and checks that do not apply stay skipped",
     )
     c.add_argument(
         "--thorough",
@@ -53,12 +82,15 @@ def _parser() -> argparse.ArgumentParser:
         "sampling, train mode, generate() with autograd (default: standard evidence, about 3x a bare generate)",
     )
 
-    st = sub.add_parser("selftest", help="inject faults into tiny models and show which invariants catch them")
+    st = sub.add_parser(
+        "selftest",
+        parents=[threads, quiet],
+        help="inject faults into tiny models and show which invariants catch them",
+    )
     st.add_argument("--json", metavar="PATH", help="write the self-test table as JSON to PATH")
     st.add_argument("--fault", action="append", metavar="NAME", help="run only this fault (repeatable)")
-    st.add_argument("--threads", type=int, metavar="N", help="torch CPU threads")
 
-    ex = sub.add_parser("explain", help="show a greedy generation token by token")
+    ex = sub.add_parser("explain", parents=[quiet], help="show a greedy generation token by token")
     ex.add_argument("target", metavar="TARGET")
     ex.add_argument("text", metavar="TEXT")
     ex.add_argument("--top-k", type=int, default=5, help="next tokens shown per step (default 5)")
@@ -67,18 +99,17 @@ def _parser() -> argparse.ArgumentParser:
     ex.add_argument("--device", default="cpu")
     ex.add_argument("--dtype", default="float32")
 
-    sn = sub.add_parser("snapshot", help="record generated tokens and log-probs, to compare in another environment")
+    sn = sub.add_parser(
+        "snapshot",
+        parents=[load, inputs, quiet],
+        help="record generated tokens and log-probs, to compare in another environment",
+    )
     sn.add_argument("target", metavar="TARGET")
     sn.add_argument("-o", "--output", required=True, metavar="FILE", help="snapshot file to write (JSON)")
-    sn.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto")
-    sn.add_argument("--dtype", default="float32", help="float32 (default), float16 or bfloat16")
-    sn.add_argument("--text", action="append", metavar="TEXT", help="input text (repeatable; default: built-in set)")
-    sn.add_argument("--seed", type=int, default=0, help="seed for generation (default 0)")
-    _decoding_options(sn)
-    sn.add_argument("--trust-remote-code", action="store_true", help="allow a checkpoint's own model code to run")
-    sn.add_argument("--allow-pickle", action="store_true", help="allow pickle weights (pytorch_model.bin)")
 
-    cm = sub.add_parser("compare", help="re-run a snapshot's inputs on TARGET; exit 1 on token changes or drift")
+    cm = sub.add_parser(
+        "compare", parents=[quiet], help="re-run a snapshot's inputs on TARGET; exit 1 on token changes or drift"
+    )
     cm.add_argument("snapshot", metavar="FILE")
     cm.add_argument("target", nargs="?", metavar="TARGET", help="default: the snapshot's target")
     cm.add_argument("--atol", type=float, help="log-prob tolerance (default by dtype: fp32 1e-4, fp16 1e-2, bf16 5e-2)")
@@ -87,11 +118,14 @@ def _parser() -> argparse.ArgumentParser:
     cm.add_argument("--trust-remote-code", action="store_true", help="allow a checkpoint's own model code to run")
     cm.add_argument("--allow-pickle", action="store_true", help="allow pickle weights (pytorch_model.bin)")
 
-    cv = sub.add_parser("coverage", help="check every tiny architecture under greedy/beam/sample; print a table")
+    cv = sub.add_parser(
+        "coverage",
+        parents=[threads, quiet],
+        help="check every tiny architecture under greedy/beam/sample; print a table",
+    )
     cv.add_argument("arch", nargs="*", metavar="ARCH", help="tiny architectures (default: all of the zoo)")
     cv.add_argument("--markdown", action="store_true", help="print the table as markdown")
     cv.add_argument("--thorough", action="store_true", help="thorough evidence, as `check --thorough`")
-    cv.add_argument("--threads", type=int, metavar="N", help="torch CPU threads")
     return p
 
 
@@ -113,17 +147,26 @@ def _decoding_options(p: argparse.ArgumentParser) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:  # bare `ppinvariants`: the commands, and exit 2 as for any incomplete command line
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from . import progress
     from .errors import PPIError
 
+    sink = progress.stderr_sink(quiet=bool(getattr(args, "quiet", False)))
     try:
+        if sink is not None and args.command in ("check", "coverage", "selftest"):
+            sink(f"{args.command}, version {__version__} (progress lines on stderr; --quiet turns them off)")
         _quiet_transformers()
         if getattr(args, "threads", None):
             import torch
 
             torch.set_num_threads(args.threads)
-        return _COMMANDS[args.command](args)
+        with progress.reporting(sink):
+            return _COMMANDS[args.command](args)
     except PPIError as e:
         sys.stderr.write(f"ppinvariants: error: {e}\n")
         return EXIT_USAGE
@@ -133,6 +176,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into `head`: not an error of ours
         sys.stderr.close()
         return EXIT_OK
+    finally:
+        if sink is not None:
+            sink.clear()
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -145,7 +191,6 @@ def _check(args: argparse.Namespace) -> int:
     specs = args.targets or [f"tiny:{a}" for a in testing.ARCHITECTURES]
     texts = args.text if args.text else list(DEFAULT_TEXTS)
     decodings = decodings_from_options(args.decoding, args.generation_config, seed=args.seed)
-    progress = _progress(quiet=args.quiet)
     report = check(
         specs,
         texts=texts,
@@ -154,12 +199,11 @@ def _check(args: argparse.Namespace) -> int:
         dtype=args.dtype,
         trust_remote_code=args.trust_remote_code,
         allow_pickle=args.allow_pickle,
-        progress=progress,
         streaming=args.streaming,
         evidence="thorough" if args.thorough else "standard",
+        strict=args.strict,
     )
-    if progress:
-        sys.stderr.write("\r\033[K")
+    _clear_progress()
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
             f.write(report.to_json())
@@ -168,7 +212,7 @@ def _check(args: argparse.Namespace) -> int:
             sys.stderr.write(f"ppinvariants: error: {t.error}\n")
     if args.quiet:
         for t in report.targets:
-            print(f"{t.target}: {t.status}")
+            print(f"{t.target}: {t.summary}")
     else:
         print(render_text(report, verbose=args.verbose))
     return report.exit_code
@@ -186,10 +230,10 @@ def _selftest(args: argparse.Namespace) -> int:
 
             raise UsageError(f"unknown fault {unknown[0]!r}; known: {', '.join(known)}")
         faults = tuple(known[n] for n in args.fault)
-    progress = _progress(quiet=False)
-    report = run_selftest(faults, progress=progress)
-    if progress:
-        sys.stderr.write("\r\033[K")
+    from .progress import say
+
+    report = run_selftest(faults, progress=say)
+    _clear_progress()
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
             f.write(report_json(report))
@@ -211,7 +255,7 @@ def _explain(args: argparse.Namespace) -> int:
     print(f"{args.target}: {args.text!r}")
     print(render(steps, vocab_size=int(target.model.get_output_embeddings().weight.shape[0])))
     if args.plot:
-        print(f"plot written to {plot(steps, args.plot)}")
+        print(f"plot written to {plot(steps, args.plot, target=args.target, text=args.text)}")
     return EXIT_OK
 
 
@@ -257,15 +301,14 @@ def _compare(args: argparse.Namespace) -> int:
     return EXIT_OK if comparison.ok else EXIT_VIOLATION
 
 
-def _progress(*, quiet: bool):  # noqa: ANN202 - a callable or None
-    if quiet or not sys.stderr.isatty():
-        return None
+def _clear_progress() -> None:
+    """Wipe a progress line left on a terminal before the report is printed."""
+    from .progress import _sinks
 
-    def progress(msg: str) -> None:
-        sys.stderr.write(f"\r\033[K  {msg}")
-        sys.stderr.flush()
-
-    return progress
+    for sink in _sinks:
+        clear = getattr(sink, "clear", None)
+        if clear is not None:
+            clear()
 
 
 def _coverage(args: argparse.Namespace) -> int:
@@ -277,6 +320,7 @@ def _coverage(args: argparse.Namespace) -> int:
         sys.stderr.write(f"ppinvariants: error: unknown tiny architecture(s) {', '.join(unknown)}\n")
         return EXIT_USAGE
     cov = run_coverage(args.arch or None, evidence="thorough" if args.thorough else "standard")
+    _clear_progress()
     print(render_markdown(cov) if args.markdown else render_text(cov))
     return cov.exit_code
 

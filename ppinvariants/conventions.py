@@ -49,7 +49,7 @@ class Conventions:
         if self.forced_bos_token_id is not None:
             gen.append(f"{self.text(self.forced_bos_token_id)}({self.forced_bos_token_id}) [forced]")
         return [
-            f"input:      {toks(self.input_prefix)} X {toks(self.input_suffix)}".replace("  ", " "),
+            "input:      " + f"{toks(self.input_prefix)} X {toks(self.input_suffix)}".strip(),
             f"generation: {' '.join(gen)} ... {'|'.join(toks((e,)) for e in self.eos_token_ids)}"
             + (
                 f" [forced eos {self.text(self.forced_eos_token_id)}({self.forced_eos_token_id}) at the length limit]"

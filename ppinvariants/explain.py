@@ -29,6 +29,8 @@ class Step:
     logprob: float
     entropy: float
     top: list[tuple[int, str, float]]  # (id, token, probability)
+    text: str = ""  # the chosen token decoded (" polic" where the piece reads 'Ġpolic')
+    prefix_text: str = ""  # the prefix decoded, special tokens kept
 
 
 def explain(target: Any, text: str, *, top_k: int = 5, decoding: Decoding = GREEDY) -> list[Step]:
@@ -43,7 +45,8 @@ def explain(target: Any, text: str, *, top_k: int = 5, decoding: Decoding = GREE
     mask, _ = finished_mask(generated_tokens(record), record.conventions.eos_token_ids)
     n = int(mask[0].sum())
     tok = target.tokenizer
-    names = tok.convert_ids_to_tokens(record.sequences[0].tolist())
+    ids = record.sequences[0].tolist()
+    names = tok.convert_ids_to_tokens(ids)
     steps = []
     for t in range(n):  # one line per step for a human: bounded by the generation length
         steps.append(
@@ -58,26 +61,41 @@ def explain(target: Any, text: str, *, top_k: int = 5, decoding: Decoding = GREE
                     (int(i), str(tok.convert_ids_to_tokens(int(i))), float(q))
                     for i, q in zip(top_i[t].tolist(), top_p[t].tolist(), strict=True)
                 ],
+                text=_decode(tok, [ids[t + 1]]),
+                prefix_text=_decode(tok, ids[: t + 1]),
             )
         )
     return steps
 
 
+def _decode(tokenizer: Any, ids: list[int]) -> str:
+    """``ids`` as text (special tokens kept, no clean-up of spaces), or "" where the tokenizer cannot."""
+    try:
+        return str(tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False))
+    except Exception:  # noqa: BLE001 - an id outside the tokenizer: the piece is shown instead
+        return ""
+
+
 def render(steps: list[Step], *, vocab_size: int | None = None) -> str:
+    """Three lines per step: the prefix (decoded text, then the pieces), the chosen token (piece and
+    decoded text), its log-prob and the entropy, and the top tokens."""
     lines = []
     bound = f" (max log V = {math.log(vocab_size):.2f})" if vocab_size else ""
     for s in steps:
         top = ", ".join(f"{t!r} {q:.3f}" for _, t, q in s.top)
-        lines.append(f"step {s.step:>3}  prefix: {s.prefix}")
+        prefix = f"{s.prefix_text!r}  [{s.prefix}]" if s.prefix_text else s.prefix
+        lines.append(f"step {s.step:>3}  prefix: {prefix}")
+        shown = f"{s.token!r} = {s.text!r}" if s.text and s.text != s.token else repr(s.token)
         lines.append(
-            f"          chose {s.token!r} (id {s.token_id}) log-prob {s.logprob:.4f}  entropy {s.entropy:.3f}{bound}"
+            f"          chose {shown} (id {s.token_id}) log-prob {s.logprob:.4f}  entropy {s.entropy:.3f}{bound}"
         )
         lines.append(f"          top: {top}")
     return "\n".join(lines)
 
 
-def plot(steps: list[Step], path: str | Path) -> Path:
-    """Draw per-step entropy and chosen-token probability to a PNG at ``path``."""
+def plot(steps: list[Step], path: str | Path, *, target: str = "", text: str = "") -> Path:
+    """Draw per-step entropy and chosen-token probability to a PNG at ``path``, titled with the
+    ``target`` and the input ``text``; each point is labelled with the decoded token."""
     try:
         import matplotlib
 
@@ -96,9 +114,21 @@ def plot(steps: list[Step], path: str | Path) -> Path:
     ax2.plot(xs, [math.exp(s.logprob) for s in steps], marker="s", color="tab:orange", label="p(chosen)")
     ax2.set_ylabel("p(chosen token)", color="tab:orange")
     ax2.set_ylim(0, 1.05)
+    ax1.margins(x=0.08, y=0.3)  # room for the labels inside the frame
     for s in steps:
-        ax1.annotate(s.token, (s.step, s.entropy), fontsize=7, rotation=45, xytext=(2, 4), textcoords="offset points")
-    fig.suptitle("ppinvariants explain: per-step entropy and chosen-token probability")
+        label = (s.text or s.token).strip() or repr(s.text or s.token)
+        ax1.annotate(
+            label[:14],
+            (s.step, s.entropy),
+            fontsize=7,
+            rotation=45,
+            xytext=(2, 4),
+            textcoords="offset points",
+            annotation_clip=True,
+        )
+    shown = text if len(text) <= 60 else text[:57] + "..."
+    title = "ppinvariants explain" + (f": {target}" if target else "") + (f", input {shown!r}" if text else "")
+    fig.suptitle(f"{title}\nper-step entropy and chosen-token probability (greedy)", fontsize=10)
     fig.tight_layout()
     out = Path(path)
     fig.savefig(out, dpi=100)

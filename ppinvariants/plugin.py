@@ -57,10 +57,36 @@ if TYPE_CHECKING:
     from .snapshot import SnapshotFixture
     from .targets import Target
 
-__all__ = ["assert_invariants", "configured_decodings", "configured_targets", "render_failures"]
+__all__ = [
+    "InvariantsFailed",
+    "assert_invariants",
+    "configured_decodings",
+    "configured_targets",
+    "render_failures",
+    "strict_enabled",
+]
 
 NO_TARGET_REASON = "no --ppi-model given"
 _CACHE = pytest.StashKey[dict]()
+_NO_TARGET = pytest.StashKey[list]()  # node ids of the tests skipped for want of a target
+_CONFIG: list[pytest.Config] = []  # the running config, for assert_invariants called outside a fixture
+
+
+class InvariantsFailed(AssertionError):
+    """Raised by :func:`assert_invariants` inside a Hypothesis test (so that Hypothesis can shrink
+    it); the plugin reports it as its message and Hypothesis' notes, without a traceback."""
+
+
+class _UnloadableTarget:
+    """What ``ppi_target`` holds for a target that cannot be loaded: the first test that needs it
+    fails with the reason; the others are skipped as depending on that one."""
+
+    def __init__(self, spec: str, error: Exception) -> None:
+        self.spec, self.error = spec, error
+        self.first: str | None = None
+
+    def __repr__(self) -> str:
+        return f"<ppinvariants target {self.spec} (cannot be loaded)>"
 
 
 # ------------------------------------------------------------------------------ options
@@ -110,13 +136,40 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="FILE.json",
         help="a generation_config.json to run as a decoding named after the file (repeatable)",
     )
+    group.addoption(
+        "--ppi-strict",
+        action="store_true",
+        default=None,
+        help="a check that applies but was not judged (streaming mode, missing evidence) fails the test "
+        "instead of skipping it (also: ini key ppi_strict)",
+    )
+    group.addoption(
+        "--ppi-require-target",
+        action="store_true",
+        default=None,
+        help="no configured target is a usage error instead of skipped tests (for CI; also: ini key ppi_require_target)",
+    )
     parser.addini("ppi_models", type="linelist", default=[], help="ppinvariants targets to check, one per line")
+    parser.addini("ppi_strict", type="bool", default=False, help="as --ppi-strict")
+    parser.addini("ppi_require_target", type="bool", default=False, help="as --ppi-require-target")
     parser.addini(
         "ppi_decodings",
         type="linelist",
         default=[],
         help="ppinvariants decodings, one per line: NAME=JSON settings, NAME=@FILE.json or a built-in name",
     )
+
+
+def _flag(config: pytest.Config, name: str) -> bool:
+    """``--name`` when given, else the ini key of the same name."""
+    value = config.getoption(name, default=None)
+    return bool(config.getini(name)) if value is None else bool(value)
+
+
+def strict_enabled(config: pytest.Config | None = None) -> bool:
+    """Whether ``--ppi-strict`` (or the ini key ``ppi_strict``) is on for this run."""
+    config = config if config is not None else _CONFIG[0] if _CONFIG else None
+    return config is not None and _flag(config, "ppi_strict")
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -127,6 +180,8 @@ def pytest_configure(config: pytest.Config) -> None:
         "ppi_default_targets(*specs): targets for ppi_target when no --ppi-model / ppi_models is configured",
     )
     config.stash[_CACHE] = {}
+    config.stash[_NO_TARGET] = []
+    _CONFIG[:] = [config]
     # `--hypothesis-profile ppi-ci` must find the profile registered before Hypothesis loads it.
     profile = config.getoption("hypothesis_profile", default=None)
     if isinstance(profile, str) and profile.startswith("ppi-"):
@@ -197,7 +252,19 @@ def _parametrize_targets(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("ppi_target", [skipped], indirect=True, scope="session")
 
 
+def _no_target(item: pytest.Item) -> bool:
+    callspec = getattr(item, "callspec", None)
+    return callspec is not None and "ppi_target" in callspec.params and callspec.params["ppi_target"] is None
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    waiting = [item.nodeid for item in items if _no_target(item)]
+    config.stash[_NO_TARGET] = waiting
+    if waiting and _flag(config, "ppi_require_target"):
+        raise pytest.UsageError(
+            f"ppinvariants: {len(waiting)} tests need a target and none is configured (--ppi-require-target): "
+            "give --ppi-model=TARGET or the ini key ppi_models"
+        )
     gpu_items = [item for item in items if item.get_closest_marker("ppi_gpu") is not None]
     if not gpu_items:
         return
@@ -210,12 +277,71 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         item.add_marker(skip)
 
 
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    """Say once, at the end, that tests were skipped for want of a target: a run that checked nothing
+    must not read as a pass."""
+    waiting = config.stash.get(_NO_TARGET, [])
+    if not waiting or getattr(config, "workerinput", None) is not None:
+        return
+    terminalreporter.write_sep("=", "ppinvariants: no target configured", yellow=True)
+    terminalreporter.write_line(
+        f"{len(waiting)} test{'s' if len(waiting) != 1 else ''} needing a model were skipped ({NO_TARGET_REASON}): "
+        "give --ppi-model=TARGET or the ini key ppi_models; --ppi-require-target (ini ppi_require_target = true) "
+        "makes this an error"
+    )
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item: pytest.Item) -> Any:
+    """One error per unloadable target: its first test fails with the reason, the rest are skipped."""
+    result = yield
+    funcargs = getattr(item, "funcargs", {})
+    loaded = funcargs.get("ppi_target")
+    if isinstance(loaded, _UnloadableTarget):
+        reason = f"ppinvariants: cannot load target {loaded.spec}: {loaded.error}{_hint(loaded.error)}"
+        if loaded.first is None:
+            loaded.first = item.nodeid
+            pytest.fail(reason, pytrace=False)
+        pytest.skip(f"depends on {loaded.first}, which failed: cannot load target {loaded.spec}")
+    return result
+
+
+def _hint(error: Exception) -> str:
+    """The command line options of this plugin, where the message names those of ``ppinvariants check``."""
+    text = str(error)
+    hints = [(opt, f"--ppi-{opt[2:]}") for opt in ("--device", "--dtype", "--trust-remote-code", "--allow-pickle")]
+    found = [f"{ppi}" for opt, ppi in hints if opt in text]
+    return f" (in pytest: {', '.join(found)})" if found else ""
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """Failures of tests on a target read short: an invariant failure is its message (and Hypothesis'
+    notes: the falsifying example, the reproduction blob), never test or library source; any other
+    exception in such a test is shown in the short traceback style, without printing the model."""
+    report = yield
+    excinfo = call.excinfo
+    if not report.failed or excinfo is None or call.when != "call":
+        return report
+    if excinfo.errisinstance(InvariantsFailed):
+        exc = excinfo.value
+        notes = [str(n) for n in getattr(exc, "__notes__", []) or []]
+        if notes:
+            exc.args = (str(exc) + "\n\n" + "\n".join(notes),)
+        report.longrepr = excinfo.getrepr(style="value")
+    elif excinfo.errisinstance(pytest.fail.Exception) and not getattr(excinfo.value, "pytrace", True):
+        return report  # already a message without a traceback
+    elif "ppi_target" in getattr(item, "fixturenames", ()) and item.config.getoption("tbstyle", "auto") == "auto":
+        report.longrepr = excinfo.getrepr(style="short", funcargs=False, showlocals=False, truncate_locals=True)
+    return report
+
+
 # ------------------------------------------------------------------------------ fixtures
 
 
 def _load(config: pytest.Config, spec: str) -> Target:
     """The loaded target for ``spec``, from this process's cache; a load error is cached too and
-    fails every test that needs the target with its one-line message."""
+    fails the test with its one-line message (``ppi_target`` itself fails only the first test)."""
     from .errors import PPIError
     from .targets import load_target
 
@@ -233,17 +359,23 @@ def _load(config: pytest.Config, spec: str) -> Target:
             cache[spec] = e
     loaded = cache[spec]
     if isinstance(loaded, Exception):
-        pytest.fail(f"ppinvariants: cannot load target {spec}: {loaded}", pytrace=False)
+        pytest.fail(f"ppinvariants: cannot load target {spec}: {loaded}{_hint(loaded)}", pytrace=False)
     return loaded
 
 
 @pytest.fixture(scope="session")
 def ppi_target(request: pytest.FixtureRequest) -> Target:
-    """The :class:`~ppinvariants.targets.Target` this test runs against, loaded once per process."""
+    """The :class:`~ppinvariants.targets.Target` this test runs against, loaded once per process.
+
+    A target that cannot be loaded fails the first test that needs it, with the reason; the others
+    are skipped as depending on that test (one error per target, not one per test)."""
     spec = getattr(request, "param", None)
     if spec is None:
         pytest.skip(NO_TARGET_REASON)
-    return _load(request.config, spec)
+    try:
+        return _load(request.config, spec)
+    except pytest.fail.Exception:
+        return _UnloadableTarget(spec, request.config.stash[_CACHE][spec])  # type: ignore[return-value]
 
 
 @pytest.fixture
@@ -266,9 +398,13 @@ def ppi_capture(ppi_target: Target, request: pytest.FixtureRequest) -> Callable[
     from .errors import PPIError
 
     def _capture(texts: Sequence[str], decoding: Decoding = GREEDY, **kwargs: Any) -> GenerationRecord:
+        from ._compat import quiet_transformers
+
+        __tracebackhide__ = True
         kwargs.setdefault("evidence", "thorough" if request.config.getoption("ppi_thorough") else "standard")
         try:
-            return capture(ppi_target, list(texts), decoding, **kwargs)
+            with quiet_transformers():  # no per-call padding warnings in the captured output
+                return capture(ppi_target, list(texts), decoding, **kwargs)
         except PPIError as e:
             pytest.fail(f"ppinvariants: {e}", pytrace=False)
 
@@ -299,14 +435,14 @@ def ppi_snapshot(request: pytest.FixtureRequest) -> SnapshotFixture:
 
 
 def render_failures(results: Iterable[Result], *, max_violations: int = 5) -> str:
-    """The failed and errored results as text: a head line per result, its first
-    ``max_violations`` violation messages with their decoded context, and the reproduction line."""
+    """The failed and errored results as text: a head line per result (with its reason, or its first
+    violation), its first ``max_violations`` violation messages with their decoded context, and
+    the reproduction line."""
     lines: list[str] = []
     for r in results:
         if r.status not in ("fail", "error"):
             continue
-        head = f"[{r.status.upper()}] {r.invariant} ({r.decoding})"
-        lines.append(head + (f": {r.reason}" if r.reason else ""))
+        lines.append(f"[{r.status.upper()}] {r.invariant} ({r.decoding}): {_short(r)}")
         for v in r.violations[:max_violations]:
             lines.append(f"  - {v.message}")
             if v.context:
@@ -319,15 +455,32 @@ def render_failures(results: Iterable[Result], *, max_violations: int = 5) -> st
     return "\n".join(lines)
 
 
-def assert_invariants(record: GenerationRecord, invariants: Iterable[str | Invariant] | None = None) -> list[Result]:
+def _short(result: Result) -> str:
+    """A reason that fits pytest's ``-ra`` line: the result's reason, or its first violation."""
+    if result.reason:
+        return result.reason
+    if result.violations:
+        first = result.violations[0].message.removeprefix(f"{result.invariant}: ")
+        n = result.total_violations or len(result.violations)
+        return f"{n} violation{'s' if n != 1 else ''}, first: {first}"
+    return "failed"
+
+
+def assert_invariants(
+    record: GenerationRecord, invariants: Iterable[str | Invariant] | None = None, *, strict: bool | None = None
+) -> list[Result]:
     """Run ``invariants`` (names or :class:`~ppinvariants.invariants.Invariant` objects; all when
     None) on ``record`` and return the results. When any result is ``fail`` or ``error``, fail the
     test with :func:`render_failures` (``pytest.fail(..., pytrace=False)``; inside a Hypothesis
-    test an ``AssertionError`` instead, so that Hypothesis can shrink it and print the falsifying
-    example and its notes). ``skip`` (not applicable) and ``xfail`` (a known upstream issue)
-    results do not fail the test."""
+    test an :class:`InvariantsFailed` assertion instead, so that Hypothesis can shrink it and print
+    the falsifying example and its notes; the plugin shows it without a traceback). ``skip`` (not
+    applicable) and ``xfail`` (a known upstream issue) results do not fail the test. ``strict``
+    (default: ``--ppi-strict`` / the ini key ``ppi_strict``): a check that applies but was not
+    judged (streaming mode, missing evidence) fails."""
     from .invariants import get, run_invariants
+    from .report import strict_results
 
+    __tracebackhide__ = True
     chosen = None
     if invariants is not None:
         items = list(invariants)
@@ -337,16 +490,17 @@ def assert_invariants(record: GenerationRecord, invariants: Iterable[str | Invar
         except KeyError as e:
             pytest.fail(f"ppinvariants: unknown invariant {e.args[0]!r}", pytrace=False)
         chosen = [by_name[i] if isinstance(i, str) else i for i in items]
-    __tracebackhide__ = True
     results = run_invariants(record, chosen)
+    if strict_enabled() if strict is None else strict:
+        results = strict_results(results)
     failed = [r for r in results if r.status in ("fail", "error")]
     if failed:
-        n = len(failed)
-        head = f"ppinvariants: {n} invariant{'s' if n > 1 else ''} failed on {record.target} ({record.decoding.name})"
+        names_failed = ", ".join(dict.fromkeys(r.invariant for r in failed))
+        head = f"ppinvariants: {names_failed} failed on {record.target} ({record.decoding.name}): {_short(failed[0])}"
         message = head + "\n" + render_failures(failed)
         if _in_hypothesis_test():
             # pytest.fail(pytrace=False) would hide Hypothesis' falsifying example and notes.
-            raise AssertionError(message)
+            raise InvariantsFailed(message)
         pytest.fail(message, pytrace=False)
     return results
 

@@ -14,20 +14,20 @@ import torch
 
 from .conventions import Conventions
 from .decoding import Decoding
-from .errors import NotApplicable
+from .errors import NotJudged
 from .processing import Processing
 
 
 class StepsNotKept:
     """Stands in for ``GenerationRecord.scores`` / ``.logits`` when streaming mode kept no step tensors.
 
-    Any use (attribute, indexing, arithmetic, a ``torch`` function) raises :class:`NotApplicable`, so
+    Any use (attribute, indexing, arithmetic, a ``torch`` function) raises :class:`NotJudged` (a :class:`NotApplicable`), so
     every invariant that reads stacked step tensors skips with :data:`STEPS_NOT_KEPT_REASON` instead
     of each one testing for it; ``is NOT_KEPT`` tells it apart from "never returned" (None).
     """
 
     def _refuse(self, *_args: Any, **_kwargs: Any) -> Any:
-        raise NotApplicable(STEPS_NOT_KEPT_REASON)
+        raise NotJudged(STEPS_NOT_KEPT_REASON)
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__"):  # copy/pickle/dataclass probes must see a plain object
@@ -36,7 +36,7 @@ class StepsNotKept:
 
     @classmethod
     def __torch_function__(cls, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
-        raise NotApplicable(STEPS_NOT_KEPT_REASON)
+        raise NotJudged(STEPS_NOT_KEPT_REASON)
 
     __getitem__ = __len__ = __iter__ = __float__ = __neg__ = _refuse
     __add__ = __radd__ = __sub__ = __rsub__ = __mul__ = __rmul__ = __truediv__ = __rtruediv__ = _refuse
@@ -299,14 +299,14 @@ def replay_processing(record: GenerationRecord, raw: torch.Tensor | None = None)
     had so far as ``input_ids``: every row in greedy search and sampling; in beam search only the
     rows a returned hypothesis passed through at that step (the others' histories are not in the
     output), and nothing beyond the returned sequences' length. Cells not known are NaN.
-    Raises :class:`NotApplicable` where there is no reference or no raw logits.
+    Raises :class:`NotJudged` where there is no reference or no raw logits.
     """
     if record.processing is None:
         why = record.processing_error or "no reference processors (captured without step scores)"
-        raise NotApplicable(f"the configured processors could not be rebuilt to replay: {why}")
+        raise NotJudged(f"the configured processors could not be rebuilt to replay: {why}")
     if raw is None:
         if record.logits is None:
-            raise NotApplicable("no raw logits captured (output_logits unavailable in this transformers version)")
+            raise NotJudged("no raw logits captured (output_logits unavailable in this transformers version)")
         sources: tuple[Any, ...] = (record.logits, record.sequences, record.beam_indices)
         return record.derived("replayed", sources, lambda: _replay(record, record.logits))
     return _replay(record, raw)

@@ -2,18 +2,24 @@
 
 The JSON shape is a public contract (later versions add fields, never rename these)::
 
-    {"environment": {"python", "torch", "transformers", "device", "dtype"},
-     "targets": [{"target", "status", "error", "conventions", "decodings": {name: {"settings", "note"}},
-                  "results": [{"invariant", "decoding", "status", "reason",
+    {"environment": {"ppinvariants", "python", "torch", "transformers", "device", "dtype"},
+     "targets": [{"target", "status", "summary", "error", "conventions", "notes", "not_judged",
+                  "decodings": {name: {"settings", "note"}},
+                  "results": [{"invariant", "decoding", "status", "reason", "skip_kind",
                                "violations": [{"message", "row", "step", "token_id", "token",
                                                "expected", "found"}]}]}]}
+
+``skip_kind`` of a ``skip`` result: ``not_applicable`` (the check does not apply to this decoding or
+config), ``lost`` (it applies, but its evidence was not kept: streaming mode, no re-runs; a failure
+under ``--strict``) or ``thorough_only`` (its evidence is collected only by ``--thorough``).
 """
 
 from __future__ import annotations
 
 import json
 import platform
-from dataclasses import asdict, dataclass, field
+from collections import Counter
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 STATUSES = ("pass", "fail", "skip", "xfail", "error")
@@ -50,6 +56,12 @@ class Result:
     violations: list[Violation] = field(default_factory=list)
     total_violations: int = 0
     repro: str = ""
+    skip_kind: str = ""  # for skips: "not_applicable", "lost" or "thorough_only" (see the module doc)
+
+    @property
+    def not_judged(self) -> bool:
+        """A skip of a check that applies, for want of evidence (``lost`` or ``thorough_only``)."""
+        return self.status == "skip" and self.skip_kind in ("lost", "thorough_only")
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -57,10 +69,49 @@ class Result:
             "decoding": self.decoding,
             "status": self.status,
             "reason": self.reason,
+            "skip_kind": self.skip_kind,
             "violations": [v.to_dict() for v in self.violations],
             "total_violations": self.total_violations,
             "repro": self.repro,
         }
+
+
+def short_reason(reason: str) -> str:
+    """The head of a skip reason, for grouping in a summary: ``streaming mode: step scores not kept``
+    gives ``streaming mode``; ``collected only with thorough evidence (--thorough ...)`` gives
+    ``collected only with thorough evidence``."""
+    head = reason.split(";")[0].split(" (")[0]
+    if ":" in head and len(head.split(":")[0]) <= 40:
+        head = head.split(":")[0]
+    return head.strip() or "no reason given"
+
+
+def strict_results(results: list[Result]) -> list[Result]:
+    """``results`` with every ``lost`` skip (a check that applies but was not judged) turned into a
+    ``fail`` that says why: what ``--strict`` / ``--ppi-strict`` does. Not-applicable and
+    thorough-only skips stay skips."""
+    out = []
+    for r in results:
+        if r.status == "skip" and r.skip_kind == "lost":
+            r = replace(r, status="fail", reason=f"not judged ({r.reason}); --strict makes this a failure")
+        out.append(r)
+    return out
+
+
+def not_judged_summary(results: list[Result]) -> str:
+    """``"11 of 27 not judged: streaming mode"`` (parts joined by ``"; "``), or ``""`` when every
+    check that applies was judged. Thorough-only skips are counted apart (``2 of 27 left to --thorough``)."""
+    n = len(results)
+    parts = []
+    lost = [r for r in results if r.status == "skip" and r.skip_kind == "lost"]
+    if lost:
+        groups = Counter(short_reason(r.reason) for r in lost)
+        why = ", ".join(g if len(groups) == 1 else f"{g} ({k})" for g, k in groups.items())
+        parts.append(f"{len(lost)} of {n} not judged: {why}")
+    depth = sum(r.status == "skip" and r.skip_kind == "thorough_only" for r in results)
+    if depth:
+        parts.append(f"{depth} of {n} left to --thorough")
+    return "; ".join(parts)
 
 
 @dataclass
@@ -72,6 +123,13 @@ class TargetReport:
     results: list[Result] = field(default_factory=list)
     # Each decoding's effective settings (the checkpoint's generation config merged in) and its note.
     decodings: dict[str, dict[str, Any]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # said once per target, e.g. inputs truncated
+
+    @property
+    def summary(self) -> str:
+        """The one-line status: ``PASS``, ``PASS (11 of 81 not judged: streaming mode)``, ``FAIL``..."""
+        extra = "" if self.error is not None else not_judged_summary(self.results)
+        return self.status.upper() + (f" ({extra})" if extra else "")
 
     def finalize(self) -> TargetReport:
         if self.error is not None:
@@ -86,8 +144,11 @@ class TargetReport:
         return {
             "target": self.target,
             "status": self.status,
+            "summary": self.summary,
             "error": self.error,
             "conventions": self.conventions,
+            "notes": list(self.notes),
+            "not_judged": sum(r.status == "skip" and r.skip_kind == "lost" for r in self.results),
             "decodings": self.decodings,
             "results": [r.to_dict() for r in self.results],
         }
@@ -118,7 +179,10 @@ def environment(device: str, dtype: str) -> dict[str, str]:
     import torch
     import transformers
 
+    from . import __version__
+
     return {
+        "ppinvariants": __version__,
         "python": platform.python_version(),
         "torch": torch.__version__,
         "transformers": transformers.__version__,
@@ -134,18 +198,23 @@ def render_text(report: Report, *, verbose: bool = False, max_violations: int = 
     """A compact table per target, then each violation with the decoded tokens around it."""
     env = report.environment
     lines = [
-        f"ppinvariants: python {env['python']}, torch {env['torch']}, transformers {env['transformers']}, "
+        f"ppinvariants {env.get('ppinvariants', '')}: python {env['python']}, torch {env['torch']}, transformers {env['transformers']}, "
         f"{env['device']}, {env['dtype']}"
     ]
     for t in report.targets:
         lines.append("")
-        lines.append(f"{t.target}: {t.status.upper()}")
+        lines.append(f"{t.target}: {t.summary}")
         if t.error:
             lines.append(f"  error: {t.error}")
             continue
+        for note in t.notes:
+            lines.append(f"  note: {note}")
         if verbose and t.conventions:
-            for c in t.conventions.get("describe", []):
-                lines.append(f"  {c}")
+            described = t.conventions.get("describe", [])
+            width = max([len(c.split(":", 1)[0]) for c in described if ":" in c] + [0])
+            for c in described:
+                head, sep, rest = c.partition(":")
+                lines.append(f"  {head + sep:<{width + 1}} {rest.strip()}" if sep else f"  {c}")
         decodings = list(dict.fromkeys(r.decoding for r in t.results))
         invariants = list(dict.fromkeys(r.invariant for r in t.results))
         by_key = {(r.invariant, r.decoding): r for r in t.results}

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
 
+from . import progress as _progress
 from .capture import capture
 from .decoding import DEFAULT_DECODINGS, DEFAULT_TEXTS, Decoding, resolve
 from .errors import PPIError
 from .invariants import Invariant, run_invariants
-from .report import Report, Result, TargetReport, environment
+from .lengths import input_limit
+from .record import NOT_KEPT
+from .report import Report, Result, TargetReport, environment, strict_results
 from .targets import Target, load_target
 
 Progress = Callable[[str], None]
@@ -23,6 +27,7 @@ def check_loaded(
     progress: Progress | None = None,
     streaming: bool | None = None,
     evidence: str = "standard",
+    strict: bool = False,
 ) -> TargetReport:
     """Run every decoding on ``target`` and every invariant on each record.
 
@@ -30,6 +35,9 @@ def check_loaded(
     :mod:`ppinvariants.streaming`); None chooses it per decoding when the projected stacked size
     exceeds ``streaming.AUTO_THRESHOLD_BYTES``. ``evidence``: ``"standard"`` or ``"thorough"``
     re-runs for the consistency invariants (see :func:`ppinvariants.evidence.collect_evidence`).
+    ``strict``: a check that applies but was not judged (streaming mode, missing evidence) fails
+    (see :func:`ppinvariants.report.strict_results`). ``progress`` gets one line per decoding (and
+    :mod:`ppinvariants.progress` sinks too).
     """
     from . import streaming as _streaming  # imports the invariants registry: not at module import time
 
@@ -37,13 +45,18 @@ def check_loaded(
     conventions["describe"] = target.conventions.describe()
     tr = TargetReport(target=target.spec, conventions=conventions)
     invs = list(invariants) if invariants is not None else None
+    truncated: set[int] = set()
+    no_transformers_reading: list[str] = []
+    streamed: list[str] = []
     for decoding in decodings:
         # The checkpoint's generation config merged in: what ran, for streaming's size and the report.
         decoding = resolve(decoding, target.model.generation_config)
         tr.decodings[decoding.name] = {"settings": decoding.to_dict(), "note": decoding.note}
         stream = _streaming.should_stream(target, texts, decoding) if streaming is None else streaming
+        message = f"{target.spec} / {decoding.name}{' (streaming)' if stream else ''}"
         if progress:
-            progress(f"{target.spec} / {decoding.name}{' (streaming)' if stream else ''}")
+            progress(message)
+        _progress.say(message)
         try:
             if stream:
                 record, results = _streaming.run_streaming(target, list(texts), decoding, invs)
@@ -57,21 +70,53 @@ def check_loaded(
                     invariant="generate",
                     decoding=decoding.name,
                     status="error",
-                    reason=f"generate() raised {type(e).__name__}: {e}",
+                    reason=f"generate() raised {type(e).__name__}: {_first_line(e)}",
                 )
             )
             continue
-        if record.truncated:
-            tr.results.append(
-                Result(
-                    invariant="inputs_fit_positions",
-                    decoding=decoding.name,
-                    status="skip",
-                    reason=f"inputs {record.truncated} were truncated to the model's positions",
-                )
+        truncated.update(record.truncated)
+        if record.transition_scores is None and record.scores is not NOT_KEPT and record.scores is not None:
+            no_transformers_reading.append(decoding.name)
+        results = results if results is not None else run_invariants(record, invs)
+        if stream:
+            streamed.append(decoding.name)
+            results = [_streaming_reason(r) for r in results]
+        tr.results.extend(strict_results(results) if strict else results)
+    if truncated:
+        limit = input_limit(target.tokenizer, target.model)
+        tr.notes.append(
+            f"inputs {sorted(truncated)} were truncated to the model's input limit, {limit.describe()}; "
+            "the checks judged the truncated inputs"
+        )
+    if streamed:
+        lost = sum(r.skip_kind == "lost" and r.decoding in streamed for r in tr.results if r.status in ("skip", "fail"))
+        tr.notes.append(
+            f"streaming mode ({', '.join(streamed)}): the step scores were not kept, so {lost} checks that need "
+            "them or re-runs of the model were not judged"
+            + (
+                " (chosen automatically above 512 MiB of step tensors; --no-streaming keeps them)"
+                if streaming is None
+                else ""
             )
-        tr.results.extend(results if results is not None else run_invariants(record, invs))
+        )
+    if no_transformers_reading:
+        tr.notes.append(
+            f"transformers' compute_transition_scores gave no reading on this model ({', '.join(no_transformers_reading)}:"
+            " missing, or it raised): the log-prob checks compared our gather and indexing only"
+        )
     return tr.finalize()
+
+
+def _streaming_reason(result: Result) -> Result:
+    """A result of a streamed decoding whose check was not judged says that streaming is why."""
+    if result.skip_kind == "lost" and not result.reason.startswith("streaming mode"):
+        return replace(result, reason=f"streaming mode: {result.reason}")
+    return result
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else ""
 
 
 def check(
@@ -87,11 +132,13 @@ def check(
     progress: Progress | None = None,
     streaming: bool | None = None,
     evidence: str = "standard",
+    strict: bool = False,
 ) -> Report:
     """Load and check each target; a target that cannot be loaded gets status ``error``."""
     decodings = list(decodings)
     report = Report(environment=environment(device, dtype))
     for spec in specs:
+        _progress.say(f"loading {spec}")
         try:
             target = load_target(
                 spec,
@@ -110,6 +157,7 @@ def check(
                     progress=progress,
                     streaming=streaming,
                     evidence=evidence,
+                    strict=strict,
                 )
             )
         except PPIError as e:

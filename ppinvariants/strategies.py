@@ -20,9 +20,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
+
+from .lengths import input_limit
 
 if TYPE_CHECKING:
     from .decoding import Decoding
@@ -71,7 +73,9 @@ def register_profiles() -> None:
 
     * ``ppi-ci``: ``derandomize=True`` (the same examples on every run, so a CI gate is stable),
       ``deadline=None`` (generation time varies with the machine), ``print_blob=True`` (a failure
-      prints the ``@reproduce_failure`` blob), 25 examples, no example database.
+      prints the ``@reproduce_failure`` blob), 25 examples, no example database, and no shrink
+      phase (each example runs the model: shrinking a failure could stall a CI job for minutes;
+      the failing example is reported as drawn).
     * ``ppi-dev``: 10 examples, ``deadline=None``, the example database on (failures replay first).
 
     Load one with ``settings.load_profile("ppi-ci")`` or ``pytest --hypothesis-profile ppi-ci``.
@@ -85,6 +89,7 @@ def register_profiles() -> None:
         print_blob=True,
         max_examples=25,
         database=None,
+        phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.target],
         suppress_health_check=quiet,
     )
     settings.register_profile("ppi-dev", max_examples=10, deadline=None, suppress_health_check=quiet)
@@ -117,9 +122,8 @@ def _token_count(tokenizer: Any, text: str) -> int:
     return len(tokenizer(text, add_special_tokens=True, verbose=False)["input_ids"])
 
 
-def _default_max_tokens(tokenizer: Any) -> int:
-    limit = getattr(tokenizer, "model_max_length", None)
-    return int(limit) if isinstance(limit, int) and 0 < limit < 1_000_000 else 512
+def _default_max_tokens(tokenizer: Any, model: Any = None) -> int:
+    return input_limit(tokenizer, model).tokens
 
 
 def _break_specials(text: str, specials: Sequence[str]) -> str:
@@ -196,6 +200,7 @@ def texts(
     tokenizer: Any,
     max_tokens: int | None = None,
     alphabet: st.SearchStrategy[str] | str | None = None,
+    model: Any = None,
 ) -> st.SearchStrategy[str]:
     """Input strings for ``tokenizer``: a plain word, then up to 24 drawn extras.
 
@@ -206,15 +211,18 @@ def texts(
 
     * contains a word from :data:`WORDS`, so it encodes to at least one ordinary token;
     * contains no special token string (``</s>``, ``<pad>``, ``en_XX``...: these are split by a space);
-    * encodes to at most ``max_tokens`` ids, special tokens included (default: the tokenizer's
-      ``model_max_length``, or 512 when unset). Pass the model's ``max_position_embeddings``
-      when it is smaller than the tokenizer's limit. Extras that do not fit are dropped.
+    * encodes to at most ``max_tokens`` ids, special tokens included. The default is the smallest
+      length limit of ``model``'s config (when given) and the tokenizer's ``model_max_length``,
+      or 512 when none is stated: see :func:`ppinvariants.lengths.input_limit`. For a loaded
+      target, ``max_tokens=max_input_tokens(target)`` (:mod:`ppinvariants.lengths`) is the same.
+      Extras that do not fit are dropped.
 
     Shrinks towards ``"the"``.
     """
     if max_tokens is not None and max_tokens < 1:
         raise InvalidArgument(f"max_tokens={max_tokens} must be >= 1")
-    return _texts(tokenizer, max_tokens, alphabet, 0, _MAX_PIECES)
+    limit = _default_max_tokens(tokenizer, model) if max_tokens is None else max_tokens
+    return _texts(tokenizer, limit, alphabet, 0, _MAX_PIECES)
 
 
 @st.composite
@@ -244,17 +252,22 @@ def text_batches(
     min_size: int = 1,
     max_size: int = 6,
     max_tokens: int | None = None,
+    model: Any = None,
 ) -> st.SearchStrategy[list[str]]:
     """Lists of ``min_size`` to ``max_size`` :func:`texts`, built so that padding happens.
 
     A batch of two or more holds a short text (a single word) and a long one (a word and a run
     of 12 to 40 repeated words), so their token counts differ whenever ``max_tokens`` leaves
-    room for it (the default does); the others are drawn freely. Shrinks towards ``["the"]``
+    room for it (the default does; ``max_tokens`` and ``model`` as for :func:`texts`); the others
+    are drawn freely. Shrinks towards ``["the"]``
     (or ``min_size`` texts).
     """
     if min_size < 1 or max_size < min_size:
         raise InvalidArgument(f"need 1 <= min_size <= max_size, got min_size={min_size}, max_size={max_size}")
-    return _text_batches(tokenizer, min_size, max_size, max_tokens)
+    if max_tokens is not None and max_tokens < 1:
+        raise InvalidArgument(f"max_tokens={max_tokens} must be >= 1")
+    limit = _default_max_tokens(tokenizer, model) if max_tokens is None else max_tokens
+    return _text_batches(tokenizer, min_size, max_size, limit)
 
 
 # ----------------------------------------------------------------------------- decodings

@@ -41,7 +41,7 @@ from transformers import LogitsProcessor, LogitsProcessorList
 from . import _compat
 from .capture import capture
 from .decoding import resolve
-from .errors import NotApplicable
+from .errors import NotApplicable, NotJudged
 from .invariants import ALL, run_invariants
 from .invariants._base import MAX_KEPT, REGISTRY, Invariant, Violations, make, merge
 from .invariants.processors import REPLAYED, replay_violation
@@ -434,7 +434,7 @@ class StreamingMonitor(LogitsProcessor):
         if self.processing is None or self.unjudged_steps:
             why = self.processing_error or f"{self.unjudged_steps} step(s) without raw logits to replay"
             for name in REPLAYED:
-                out[name] = NotApplicable(f"the configured processors could not be replayed: {why}")
+                out[name] = NotJudged(f"the configured processors could not be replayed: {why}")
         else:
             for name, kind in REPLAYED.items():
                 out[name] = k[kind].build(

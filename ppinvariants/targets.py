@@ -20,6 +20,7 @@ import torch
 from . import _compat
 from .conventions import Conventions, derive_conventions
 from .errors import TargetError, UsageError
+from .progress import say
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 _SAFE_WEIGHTS = ("model.safetensors", "model.safetensors.index.json")
@@ -94,24 +95,44 @@ def load_target(
         raise UsageError("empty target: give a checkpoint directory, tiny:<arch>, FILE.py:FUNC or module:FUNC")
     dev = resolve_device(device)
     dt = resolve_dtype(dtype)
-    if spec.startswith("tiny:"):
-        from . import testing  # the zoo is part of the core: it only builds checkpoints
+    with _compat.quiet_transformers():
+        if spec.startswith("tiny:"):
+            from . import testing  # the zoo is part of the core: it only builds checkpoints
 
-        arch = spec.split(":", 1)[1]
-        if arch not in testing.RECIPES:
-            raise TargetError(f"unknown tiny model {arch!r}; built-in: {', '.join(testing.ALL_ARCHITECTURES)}")
-        model, tokenizer = _load_checkpoint(testing.tiny_checkpoint(arch), dt, trust_remote_code, allow_pickle)
-    elif Path(spec).is_dir():
-        model, tokenizer = _load_checkpoint(Path(spec), dt, trust_remote_code, allow_pickle)
-    elif _looks_like_factory(spec):
-        model, tokenizer = _load_factory(spec)
-    elif Path(spec).exists():
-        raise TargetError(f"{spec}: is a file, not a checkpoint directory (or FILE.py:FUNC factory)")
-    elif spec.startswith((".", "/", "~")) or spec.count("/") > 1:
-        raise TargetError(f"{spec}: no such checkpoint directory")
-    else:
-        model, tokenizer = _load_cached_hub_id(spec, dt, trust_remote_code, allow_pickle)
-    return _finish(spec, model, tokenizer, dev, dt)
+            arch = spec.split(":", 1)[1]
+            if arch not in testing.RECIPES:
+                raise TargetError(f"unknown tiny model {arch!r}; built-in: {', '.join(testing.ALL_ARCHITECTURES)}")
+            if not _tiny_is_built(testing, arch):
+                say(f"building {spec} (first run, cached afterwards in {testing.cache_root()})")
+            model, tokenizer = _load_checkpoint(testing.tiny_checkpoint(arch), dt, trust_remote_code, allow_pickle)
+        elif Path(spec).is_dir():
+            model, tokenizer = _load_checkpoint(Path(spec), dt, trust_remote_code, allow_pickle)
+        elif _looks_like_factory(spec):
+            model, tokenizer = _load_factory(spec)
+        elif Path(spec).exists():
+            raise TargetError(f"{spec}: is a file, not a checkpoint directory (or FILE.py:FUNC factory)")
+        elif _looks_like_path(spec):
+            raise TargetError(f"{spec}: no such checkpoint directory")
+        else:
+            model, tokenizer = _load_cached_hub_id(spec, dt, trust_remote_code, allow_pickle)
+        return _finish(spec, model, tokenizer, dev, dt)
+
+
+def _looks_like_path(spec: str) -> bool:
+    """A spec that names a path, not a hub id: ``./x``, ``/x``, ``~/x``, ``a/b/c``, or one whose
+    first part exists (``checkpoints/missing``, where ``checkpoints`` is a local folder)."""
+    if spec.startswith((".", "/", "~")) or spec.count("/") > 1 or "\\" in spec:
+        return True
+    return "/" in spec and Path(spec.split("/", 1)[0]).is_dir()
+
+
+def _tiny_is_built(testing: Any, arch: str) -> bool:
+    """Whether ``tiny:<arch>`` is in the cache already (its build takes seconds to minutes)."""
+    try:
+        final = testing.cache_root() / "tiny" / f"{arch}-{testing.RECIPES[arch].key()}"
+        return (final / "ppinvariants-recipe.json").exists()
+    except Exception:  # noqa: BLE001 - only decides whether to say "building"
+        return True
 
 
 def _finish(spec: str, model: Any, tokenizer: Any, dev: torch.device, dt: torch.dtype) -> Target:
@@ -258,7 +279,7 @@ def _load_cached_hub_id(spec: str, dt: torch.dtype, trust_remote_code: bool, all
         path = snapshot_download(spec, local_files_only=True)
     except Exception:  # noqa: BLE001
         raise TargetError(
-            f"{spec}: not a local directory, and not in the local Hugging Face cache "
+            f"{spec}: no such checkpoint directory, and not in the local Hugging Face cache as a hub id "
             "(ppinvariants never downloads; fetch it first or pass a checkpoint directory)"
         ) from None
     return _load_checkpoint(Path(path), dt, trust_remote_code, allow_pickle)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -10,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from ppinvariants import testing
+from ppinvariants import __version__, testing
 from ppinvariants.cli import main
+from ppinvariants.progress import PREFIX
 
 HERE = Path(__file__).parent
 FACTORIES = HERE / "factories.py"
@@ -24,9 +26,10 @@ def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
 
 
 def assert_one_clear_line(code: int, err: str, fragment: str) -> None:
+    """Exit 2 and one line ``ppinvariants: error: ...``, after the progress lines (``--quiet`` drops those)."""
     assert code == 2
     assert "Traceback" not in err
-    lines = [line for line in err.strip().splitlines() if line]
+    lines = [line for line in err.strip().splitlines() if line and not line.startswith(PREFIX)]
     assert len(lines) == 1, err
     assert lines[0].startswith("ppinvariants: error: ")
     assert fragment in lines[0], lines[0]
@@ -38,7 +41,8 @@ def test_check_passes_on_a_tiny_model_and_writes_the_json_shape(capsys, tmp_path
     assert code == 0, out
     report = json.loads(path.read_text())
     assert set(report) == {"environment", "targets"}
-    assert set(report["environment"]) == {"python", "torch", "transformers", "device", "dtype"}
+    assert set(report["environment"]) == {"ppinvariants", "python", "torch", "transformers", "device", "dtype"}
+    assert report["environment"]["ppinvariants"] == __version__
     [target] = report["targets"]
     assert {"target", "status", "error", "conventions", "decodings", "results"} <= set(target)
     # the checkpoint decoding: max_length 20 of the default generation config, less the decoder start
@@ -94,8 +98,9 @@ def test_an_unexplained_neg_inf_is_caught_end_to_end(capsys) -> None:
 
 
 def test_a_healthy_factory_passes(capsys) -> None:
-    code, out, _ = run(capsys, f"{FACTORIES}:healthy", "-q")
-    assert code == 0 and out.strip().endswith("pass")
+    code, out, err = run(capsys, f"{FACTORIES}:healthy", "-q")
+    assert code == 0 and out.strip() == f"{FACTORIES}:healthy: PASS (3 of 81 left to --thorough)"
+    assert err == ""  # --quiet: no progress lines either
 
 
 def test_python_dash_m_and_the_console_script_work() -> None:
@@ -103,7 +108,7 @@ def test_python_dash_m_and_the_console_script_work() -> None:
         [sys.executable, "-m", "ppinvariants", "check", "tiny:t5", "-q"], capture_output=True, text=True, timeout=300
     )
     assert proc.returncode == 0, proc.stderr
-    assert "tiny:t5: pass" in proc.stdout
+    assert "tiny:t5: PASS" in proc.stdout
     exe = shutil.which("ppinvariants")
     if exe:
         proc = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=60)
@@ -192,7 +197,11 @@ def test_empty_or_whitespace_text(capsys, text: str) -> None:
 def test_text_longer_than_the_positions_is_truncated_and_said(capsys) -> None:
     code, out, _ = run(capsys, "tiny:bart", "-v", "--text", "word " * 400, "--text", "Hello world.")
     assert code == 0
-    assert "truncated to the model's positions" in out
+    notes = [line for line in out.splitlines() if "truncated" in line]
+    assert notes == [
+        "  note: inputs [0] were truncated to the model's input limit, 128 tokens "
+        "(config.max_position_embeddings); the checks judged the truncated inputs"
+    ]
 
 
 def test_unknown_device(capsys) -> None:
@@ -299,3 +308,50 @@ def test_bfloat16_runs_on_cpu_with_dtype_aware_tolerances(capsys, tmp_path: Path
     assert code == 0, out
     report = json.loads(path.read_text())
     assert report["environment"]["dtype"] == "bfloat16"
+
+
+def test_streaming_says_what_it_did_not_judge_and_strict_fails_it(capsys) -> None:
+    code, out, _ = run(capsys, "tiny:bart", "--streaming")
+    assert code == 0
+    head = next(line for line in out.splitlines() if line.startswith("tiny:bart: "))
+    assert re.fullmatch(r"tiny:bart: PASS \(\d+ of 81 not judged: streaming mode\)", head)
+    assert "note: streaming mode (greedy, beam, sample): the step scores were not kept" in out
+    code, out, _ = run(capsys, "tiny:bart", "--streaming", "--strict", "-q")
+    assert code == 1
+    assert out.strip() == "tiny:bart: FAIL"
+
+
+def test_strict_passes_where_every_applicable_check_was_judged(capsys, tmp_path: Path) -> None:
+    code, out, _ = run(capsys, "tiny:t5", "--strict", "-q", "--json", str(tmp_path / "r.json"))
+    assert code == 0, out
+    [target] = json.loads((tmp_path / "r.json").read_text())["targets"]
+    assert target["not_judged"] == 0 and target["summary"] == "PASS (3 of 81 left to --thorough)"
+    kinds = {r["skip_kind"] for r in target["results"] if r["status"] == "skip"}
+    assert kinds == {"not_applicable", "thorough_only"}
+
+
+def test_progress_lines_reach_a_piped_stderr_and_quiet_turns_them_off() -> None:
+    cmd = [sys.executable, "-m", "ppinvariants", "check", "tiny:t5", "-q"]
+    proc = subprocess.run(cmd[:-1], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stderr.splitlines()
+    assert lines[0].startswith(f"{PREFIX}check, version {__version__}")
+    assert f"{PREFIX}loading tiny:t5" in lines and f"{PREFIX}tiny:t5 / beam" in lines
+    assert all(line.startswith(PREFIX) for line in lines), lines  # nothing else: no bars, no warnings
+    quiet = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert quiet.returncode == 0 and quiet.stderr == ""
+
+
+def test_bare_ppinvariants_lists_the_commands(capsys) -> None:
+    assert main([]) == 2
+    err = capsys.readouterr().err
+    for command in ("check", "selftest", "explain", "snapshot", "compare", "coverage"):
+        assert re.search(rf"^\s+{command}\s", err, re.M), err
+
+
+def test_check_verbose_aligns_the_conventions(capsys) -> None:
+    code, out, _ = run(capsys, "tiny:bart", "-v")
+    assert code == 0
+    rows = [line for line in out.splitlines() if line.lstrip().startswith(("input:", "generation:", "pad:"))][:3]
+    starts = {len(row) - len(row.split(":", 1)[1].lstrip()) for row in rows}
+    assert len(rows) == 3 and len(starts) == 1, rows

@@ -9,7 +9,7 @@ import pytest
 from _records import tiny_target
 
 from ppinvariants.cli import main
-from ppinvariants.explain import explain
+from ppinvariants.explain import explain, render
 
 
 def test_explain_steps_are_consistent(arch: str) -> None:
@@ -50,3 +50,36 @@ def test_same_seed_gives_a_byte_identical_json_report(tmp_path: Path, capsys) ->
     assert main(["check", "tiny:t5", "--json", str(b), "-q"]) == 0
     capsys.readouterr()
     assert a.read_bytes() == b.read_bytes()
+
+
+def test_explain_shows_decoded_text_next_to_byte_level_pieces(capsys) -> None:
+    target = tiny_target("bart")
+    steps = explain(target, "The river runs through the city.", top_k=2)
+    spaced = [s for s in steps if s.token.startswith("\u0120")]  # byte-level BPE: 'Ġ' is a space
+    assert spaced, [s.token for s in steps]
+    assert all(s.text == " " + s.token[1:] for s in spaced)
+    assert f"chose {spaced[0].token!r} = {spaced[0].text!r}" in render(steps)
+    assert main(["explain", "tiny:bart", "The river runs through the city."]) == 0
+    assert "prefix: '</s><s>'  [</s> <s>]" in capsys.readouterr().out
+
+
+def test_the_plot_is_titled_with_target_and_input(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    import matplotlib.pyplot as plt
+
+    from ppinvariants import explain as explain_module
+
+    titles: list[str] = []
+    original = plt.Figure.suptitle
+
+    def spy(self, t, *a, **k):  # noqa: ANN001, ANN002, ANN003, ANN202
+        titles.append(t)
+        return original(self, t, *a, **k)
+
+    plt.Figure.suptitle = spy
+    try:
+        steps = explain(tiny_target("bart"), "Hello world.")
+        explain_module.plot(steps, tmp_path / "p.png", target="tiny:bart", text="Hello world.")
+    finally:
+        plt.Figure.suptitle = original
+    assert titles and "tiny:bart" in titles[0] and "'Hello world.'" in titles[0]

@@ -157,25 +157,30 @@ def test_hypothesis_profiles_load_from_the_command_line(pytester: pytest.Pyteste
     result.assert_outcomes(passed=1)
 
 
-def test_fixtures_from_a_user_test_file(pytester: pytest.Pytester) -> None:
+def test_fixtures_from_a_user_test_file(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
     """Healthy target passes, the broken one fails with the rendered violations and no traceback,
-    an unloadable one errors with its one-line message."""
+    an unloadable one errors once with its one-line message (its other tests skip, naming that one)."""
+    monkeypatch.setenv("COLUMNS", "1000")  # -ra leaves the reason out of lines wider than the terminal
     pytester.makepyfile(test_user=USER_TESTS)
     missing = str(pytester.path / "no-such-checkpoint")
     result = pytester.runpytest_subprocess(
-        "-p", "no:cacheprovider", "--ppi-model", "tiny:bart", "--ppi-model", BROKEN, "--ppi-model", missing
+        "-p", "no:cacheprovider", "-ra", "--ppi-model", "tiny:bart", "--ppi-model", BROKEN, "--ppi-model", missing
     )
     out = result.stdout.str()
-    result.assert_outcomes(passed=4, failed=2, errors=3)
+    result.assert_outcomes(passed=4, failed=2, errors=1, skipped=2)
+    first = f"test_user.py::test_target_is_loaded_once[{missing}]"
     result.stdout.fnmatch_lines(
         [
-            "FAILED test_user.py::test_my_model[[]*broken_factory.py:make-beam[]]*",
-            "FAILED test_user.py::test_my_model[[]*broken_factory.py:make-sample[]]*",
-            "ERROR test_user.py::test_target_is_loaded_once[[]*no-such-checkpoint[]]*",
+            "ERROR test_user.py::test_target_is_loaded_once[[]*no-such-checkpoint[]] - Failed: ppinvariants: "
+            "cannot load target *",
+            "FAILED test_user.py::test_my_model[[]*broken_factory.py:make-beam[]] - Failed: ppinvariants: "
+            "neg_inf_only_where_processors_explain, * failed on *",
+            "FAILED test_user.py::test_my_model[[]*broken_factory.py:make-sample[]] - Failed: ppinvariants: "
+            "scores_have_no_nan_or_posinf failed on *",
         ]
     )
-    assert "ppinvariants: 2 invariants failed on " in out and "broken_factory.py:make (beam)" in out
-    assert "ppinvariants: 1 invariant failed on " in out and "broken_factory.py:make (sample)" in out
+    assert "SKIPPED [2] " in out and f"depends on {first}, which failed: cannot load target {missing}" in out
+    assert "broken_factory.py:make (beam)" in out and "broken_factory.py:make (sample)" in out
     assert "[FAIL] neg_inf_only_where_processors_explain (beam)" in out
     assert "[FAIL] scores_have_no_nan_or_posinf (sample)" in out
     assert "-inf not explained by any logits processor" in out and "token 485 'Ġthe'" in out
@@ -253,3 +258,77 @@ def test_shipped_suite_fails_on_a_broken_factory_and_xdist_agrees(pytester: pyte
     for key in ("seconds", "deselected"):  # xdist does not report deselected tests
         p_counts.pop(key, None), counts.pop(key, None)
     assert (p_counts, p_failed) == (counts, failed)
+
+
+NEEDS_A_TARGET = """
+def test_needs_a_model(ppi_target):
+    pass
+
+def test_does_not(): pass
+"""
+
+
+def test_no_target_warns_once_and_require_target_makes_it_an_error(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(NEEDS_A_TARGET)
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1, skipped=1)
+    assert result.ret == 0
+    result.stdout.fnmatch_lines(
+        ["*= ppinvariants: no target configured =*", "1 test needing a model were skipped (no --ppi-model given)*"]
+    )
+    assert result.stdout.str().count("no target configured") == 1
+    result = pytester.runpytest("-p", "no:cacheprovider", "--ppi-require-target")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--ppi-require-target*give --ppi-model=TARGET*"])
+    pytester.makeini("[pytest]\nppi_require_target = true\n")
+    assert pytester.runpytest("-p", "no:cacheprovider").ret == pytest.ExitCode.USAGE_ERROR
+    pytester.makeini("[pytest]\nppi_require_target = true\nppi_models = tiny:bart\n")
+    pytester.makepyfile(NEEDS_A_TARGET.replace("(ppi_target)", "(ppi_target, request)"))
+
+
+def test_ppi_strict_fails_a_check_that_was_not_judged(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        from ppinvariants.capture import GREEDY
+
+        def test_no_evidence(ppi_capture, ppi_assert_invariants):
+            record = ppi_capture(["Hello world.", "A longer sentence here."], GREEDY, evidence=False)
+            ppi_assert_invariants(record, ["teacher_forced_logprobs_match_generation", "only_pad_after_eos"])
+        """
+    )
+    base = ["-p", "no:cacheprovider", "--ppi-model", "tiny:bart"]
+    pytester.runpytest_subprocess(*base).assert_outcomes(passed=1)
+    result = pytester.runpytest_subprocess(*base, "--ppi-strict")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        ["*teacher_forced_logprobs_match_generation failed on tiny:bart (greedy): not judged (captured without*"]
+    )
+
+
+def test_a_hypothesis_failure_shows_the_example_not_the_source(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        from hypothesis import given, settings, strategies as st
+        from ppinvariants.capture import GREEDY, capture
+        from ppinvariants.plugin import assert_invariants
+
+        SECRET_SOURCE_LINE = 1
+
+        @settings(max_examples=2, deadline=None)
+        @given(n=st.integers(1, 3))
+        def test_drawn(ppi_target, n):
+            record = capture(ppi_target, ["Hello world."] * n, GREEDY, evidence=False)
+            record.sequences[:, 2] = record.conventions.eos_token_ids[0]  # tokens after eos, on purpose
+            record.sequences[:, 3:] = 10
+            assert_invariants(record, ["only_pad_after_eos"])
+        """
+    )
+    result = pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "--ppi-model", "tiny:bart", "--hypothesis-profile", "ppi-ci"
+    )
+    result.assert_outcomes(failed=1)
+    out = result.stdout.str()
+    assert "ppinvariants: only_pad_after_eos failed on tiny:bart (greedy)" in out
+    assert "Falsifying example" in out or "Failing test case" in out or "n=" in out
+    assert "@reproduce_failure" in out  # ppi-ci prints the blob
+    assert "SECRET_SOURCE_LINE" not in out and "def test_drawn" not in out and "Traceback" not in out

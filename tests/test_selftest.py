@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from ppinvariants.cli import main
+from ppinvariants.progress import PREFIX
 from ppinvariants.selftest import FAULTS, run_fault
 
 
@@ -37,4 +38,6 @@ def test_selftest_command_prints_the_table_and_json(capsys, tmp_path: Path) -> N
 def test_unknown_fault_is_one_clear_line(capsys) -> None:
     code = main(["selftest", "--fault", "nope"])
     err = capsys.readouterr().err
-    assert code == 2 and err.startswith("ppinvariants: error: unknown fault 'nope'") and "Traceback" not in err
+    lines = [line for line in err.splitlines() if not line.startswith(PREFIX)]  # progress lines (--quiet: none)
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("ppinvariants: error: unknown fault 'nope'")
+    assert "Traceback" not in err

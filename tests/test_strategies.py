@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 import transformers
-from hypothesis import HealthCheck, find, given, settings
+from hypothesis import HealthCheck, Phase, find, given, settings
 from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
 
@@ -134,5 +134,7 @@ def test_invalid_arguments_are_refused() -> None:
 def test_profiles_are_registered() -> None:
     register_profiles()
     ci = settings.get_profile("ppi-ci")
+    assert ci.print_blob and ci.derandomize and ci.database is None
+    assert Phase.shrink not in ci.phases and Phase.generate in ci.phases  # a failure is reported as drawn
     assert ci.derandomize and ci.deadline is None and ci.print_blob and ci.database is None
     assert settings.get_profile("ppi-dev").deadline is None

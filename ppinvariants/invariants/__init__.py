@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from ..errors import NotApplicable
+from ..errors import NotApplicable, NotJudged
 from ..known_issues import KNOWN_ISSUES, KnownIssue
 from ..record import GenerationRecord
 from ..report import Result
@@ -43,7 +43,8 @@ def run_invariants(
     invariants: Iterable[Invariant] | None = None,
     known_issues: Iterable[KnownIssue] = KNOWN_ISSUES,
 ) -> list[Result]:
-    """Run each invariant on ``record``: ``pass``, ``fail``, ``skip`` (not applicable), ``xfail``
+    """Run each invariant on ``record``: ``pass``, ``fail``, ``skip`` (not applicable, or not judged
+    for want of evidence: see :attr:`~ppinvariants.report.Result.skip_kind`), ``xfail``
     (every violation matches one known upstream issue) or ``error`` (the check itself crashed)."""
     try:
         return _run(record, invariants, known_issues)
@@ -60,8 +61,11 @@ def _run(
         base = dict(invariant=inv.name, decoding=record.decoding.name, repro=record.repro())
         try:
             violations = inv.check(record)
+        except NotJudged as e:  # applies, but its evidence is missing: counted in the summary
+            results.append(Result(status="skip", reason=str(e), skip_kind=e.kind, **base))
+            continue
         except NotApplicable as e:
-            results.append(Result(status="skip", reason=str(e), **base))
+            results.append(Result(status="skip", reason=str(e), skip_kind="not_applicable", **base))
             continue
         except Exception as e:  # noqa: BLE001 - a crashing check is reported, the others still run
             results.append(Result(status="error", reason=f"{type(e).__name__}: {e}", **base))

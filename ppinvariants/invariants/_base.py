@@ -89,6 +89,28 @@ def step_summary(record: GenerationRecord, row: int, step: int, k: int = 3) -> s
     return f"; top: {top}; entropy {entropy:.2f}"
 
 
+def beam_row_context(record: GenerationRecord, beam_row: int, step: int, k: int = 3) -> str:
+    """Which hypothesis a beam row is at ``step``, and the top tokens of its step distribution
+    (beam rows are not returned sequences, so there are no tokens around the step to show)."""
+    from ..record import NOT_KEPT, log_probs
+
+    nb = record.decoding.num_beams
+    head = f"beam {beam_row % nb} of {nb} for input #{beam_row // nb} at step {step}"
+    scores = record.scores
+    if scores is None or scores is NOT_KEPT or beam_row >= scores.shape[0] or step >= scores.shape[1]:
+        return head
+    lp = scores[beam_row, step].float() if record.is_beam else log_probs(scores[beam_row, step])
+    p = lp.exp()
+    finite = torch.isfinite(p)
+    if not bool(finite.any()):
+        return head + "; top: (no finite score)"
+    top_p, top_i = torch.where(finite, p, torch.full_like(p, -1.0)).topk(min(k, p.shape[-1]))
+    top = ", ".join(
+        f"{record.token_text(int(i))!r} {float(q):.2f}" for q, i in zip(top_p, top_i, strict=True) if float(q) >= 0
+    )
+    return f"{head}; top: {top}"
+
+
 def input_context(record: GenerationRecord, row: int, pos: int, width: int = 3) -> str:
     ids = record.input_ids[row].tolist()
     lo, hi = max(0, pos - width), min(len(ids), pos + 2)
@@ -147,6 +169,8 @@ def make(
         context = input_context(record, row, input_pos)
     elif row is not None and step is not None and not on_input and not beam_row:
         context = generated_context(record, row, step) + step_summary(record, row, step)
+    elif row is not None and step is not None and beam_row:
+        context = beam_row_context(record, row, step)
     return Violation(
         invariant=name,
         message=message,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from ..errors import NotApplicable
+from ..errors import NotApplicable, NotJudged
 from ..record import (
     GenerationRecord,
     finished_mask,
@@ -34,10 +34,11 @@ def _evidence(record: GenerationRecord, *keys: str, optional: tuple[str, ...] = 
     check. ``optional`` ones are used when present; only their crashes are reported.
     """
     if record.evidence is None:
-        raise NotApplicable("captured without evidence (capture(..., evidence=False))")
+        raise NotJudged("captured without evidence (capture(..., evidence=False))")
     for key in keys:
         if key in record.evidence.not_collected:
-            raise NotApplicable(record.evidence.not_collected[key])
+            why = record.evidence.not_collected[key]
+            raise NotJudged(why, "thorough_only" if "thorough evidence" in why else "lost")
     for key in (*keys, *optional):
         if key in record.evidence.errors:
             raise _RerunFailed(key, record.evidence.errors[key])
@@ -61,7 +62,7 @@ def _reports_rerun_failures(check):  # noqa: ANN001, ANN202
 def _raw_logits_per_row(record: GenerationRecord) -> torch.Tensor:
     """Generation-time raw logits re-indexed to returned rows, ``[rows, steps, V]``."""
     if record.logits is None:
-        raise NotApplicable("this transformers version returns no raw logits")
+        raise NotJudged("this transformers version returns no raw logits")
     rows = score_rows(record).clamp(min=0)
     steps = torch.arange(record.steps).expand_as(rows)
     return record.logits[rows, steps]

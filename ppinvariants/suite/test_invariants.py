@@ -24,11 +24,13 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, note, settings
 from hypothesis import strategies as st
 
+from ppinvariants._compat import quiet_transformers
 from ppinvariants.capture import capture
 from ppinvariants.decoding import DEFAULT_DECODINGS, DEFAULT_TEXTS, GREEDY, Decoding
 from ppinvariants.invariants import ALL, Invariant, run_invariants
-from ppinvariants.plugin import assert_invariants, render_failures
+from ppinvariants.plugin import assert_invariants, render_failures, strict_enabled
 from ppinvariants.record import GenerationRecord
+from ppinvariants.report import strict_results
 from ppinvariants.strategies import text_batches
 from ppinvariants.targets import Target
 from ppinvariants.testing import ARCHITECTURES
@@ -64,12 +66,14 @@ def _record(target: Target, decoding: Decoding, depth: str) -> GenerationRecord:
     key = (id(target), decoding.name, depth)
     if key not in _RECORDS:
         try:
-            _RECORDS[key] = capture(target, list(SUITE_TEXTS), decoding, evidence=depth)
+            with quiet_transformers():
+                _RECORDS[key] = capture(target, list(SUITE_TEXTS), decoding, evidence=depth)
         except Exception as e:  # noqa: BLE001 - reported by every test of this (target, decoding)
             _RECORDS[key] = e
     found = _RECORDS[key]
     if isinstance(found, BaseException):
-        pytest.fail(f"generate() raised {type(found).__name__}: {found}", pytrace=False)
+        text = str(found).strip()
+        pytest.fail(f"generate() raised {type(found).__name__}: {text.splitlines()[0] if text else ''}", pytrace=False)
     return found
 
 
@@ -83,6 +87,8 @@ def test_invariant(
     if record.truncated:
         pytest.skip(f"inputs {record.truncated} were truncated to the model's positions")
     (result,) = run_invariants(record, [invariant])
+    if strict_enabled(pytestconfig):
+        (result,) = strict_results([result])
     if result.status == "skip":
         pytest.skip(result.reason)
     if result.status == "xfail":
@@ -105,8 +111,12 @@ def test_invariants_hold_on_drawn_texts(ppi_target: Target, pytestconfig: pytest
     )
     @given(data=st.data())
     def drawn_texts(data: Any) -> None:
-        texts = data.draw(text_batches(tokenizer=ppi_target.tokenizer, max_size=4), label="texts")
+        texts = data.draw(
+            text_batches(tokenizer=ppi_target.tokenizer, model=ppi_target.model, max_size=4), label="texts"
+        )
         note(f"target={ppi_target.spec} decoding={GREEDY.to_dict()}")
-        assert_invariants(capture(ppi_target, texts, GREEDY, evidence=_evidence_depth(pytestconfig)))
+        with quiet_transformers():
+            record = capture(ppi_target, texts, GREEDY, evidence=_evidence_depth(pytestconfig))
+        assert_invariants(record)
 
     drawn_texts()
