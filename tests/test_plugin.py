@@ -289,7 +289,7 @@ def test_no_target_warns_once_and_require_target_makes_it_an_error(pytester: pyt
 def test_ppi_strict_fails_a_check_that_was_not_judged(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         """
-        from ppinvariants.capture import GREEDY
+        from ppinvariants import GREEDY
 
         def test_no_evidence(ppi_capture, ppi_assert_invariants):
             record = ppi_capture(["Hello world.", "A longer sentence here."], GREEDY, evidence=False)
@@ -309,7 +309,7 @@ def test_a_hypothesis_failure_shows_the_example_not_the_source(pytester: pytest.
     pytester.makepyfile(
         """
         from hypothesis import given, settings, strategies as st
-        from ppinvariants.capture import GREEDY, capture
+        from ppinvariants import GREEDY, capture
         from ppinvariants.plugin import assert_invariants
 
         SECRET_SOURCE_LINE = 1
