@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -53,20 +54,29 @@ def test_many_processors_at_once_are_all_explained(base) -> None:  # noqa: ANN00
 
 
 def test_no_repeat_ngram_bans_are_required_in_greedy_search() -> None:
+    """The reference is the processor list the decoding asks for: without the n-gram rule the bans are
+    unexplained, and a rule that never ran leaves its bans missing (naming the processor)."""
+    from transformers import LogitsProcessorList, NoRepeatNGramLogitsProcessor
+
     target = tiny_target("t5")
-    decoding = GREEDY.replace(name="ngram", no_repeat_ngram_size=2)
-    rec = capture(target, list(DEFAULT_TEXTS), decoding, evidence=False)
+    # n = 1 bans every token already generated: bans occur from the second step on, whatever the text.
+    rec = capture(target, list(DEFAULT_TEXTS), GREEDY.replace(name="ngram", no_repeat_ngram_size=1), evidence=False)
     assert REGISTRY["processor_masks_applied"].check(rec) == []
     assert REGISTRY["neg_inf_only_where_processors_explain"].check(rec) == []
-    # Pretend the config had no n-gram rule: the same -inf are now unexplained.
-    rec.generation_config["no_repeat_ngram_size"] = None
+    procs = rec.processing.processors
+    without = LogitsProcessorList([p for p in procs if not isinstance(p, NoRepeatNGramLogitsProcessor)])
+    rec.processing = dataclasses.replace(rec.processing, processors=without)
+    rec.forget_derived()
     fired = REGISTRY["neg_inf_only_where_processors_explain"].check(rec)
-    if not fired:
-        pytest.skip("no repeated bigram occurred in these generations")
-    assert "-inf not explained" in fired[0].message
-    # And the other way round: claim a 1-gram rule that never ran.
-    rec.generation_config["no_repeat_ngram_size"] = 1
-    assert any("history-dependent" in v.message for v in REGISTRY["processor_masks_applied"].check(rec))
+    assert fired and "-inf not explained" in fired[0].message
+    # And the other way round: a record generated without the rule, judged against a list that has it.
+    plain = capture(target, list(DEFAULT_TEXTS), GREEDY, evidence=False)
+    plain.processing = dataclasses.replace(
+        plain.processing,
+        processors=LogitsProcessorList([*plain.processing.processors, NoRepeatNGramLogitsProcessor(1)]),
+    )
+    missing = REGISTRY["processor_masks_applied"].check(plain)
+    assert missing and "(set by NoRepeatNGramLogitsProcessor)" in missing[0].message
 
 
 def test_renormalization_fires_when_scores_are_not_log_probs() -> None:
