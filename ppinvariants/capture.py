@@ -11,6 +11,7 @@ from transformers import LogitsProcessorList
 from . import _compat
 from .decoding import Decoding, effective_generation_config, resolve
 from .errors import UsageError
+from .evidence import collect_evidence
 from .lengths import input_limit
 from .processing import Processing, build_processing
 from .record import NOT_KEPT, GenerationRecord, stack_steps
@@ -141,8 +142,6 @@ def capture(
         processing_error=processing_error,
     )
     if evidence:
-        from .evidence import collect_evidence  # evidence reads records: imported here, not at the top
-
         record.evidence = collect_evidence(target, record, "standard" if evidence is True else str(evidence))
     return record
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from . import _compat
+from .lengths import input_limit
 from .rescoring import generation_mask, teacher_forced_logits, token_logprobs
 
 if TYPE_CHECKING:
@@ -248,12 +249,11 @@ def _permuted_run(target: Any, record: GenerationRecord) -> Rerun:
     other neighbours and another amount of padding than in the record's batch. They are left out
     when they would not fit the model's positions.
     """
-    from .capture import _max_positions
 
     nrs = record.decoding.num_return_sequences
     order = list(range(record.input_ids.shape[0]))[::-1]
     ids, mask = record.input_ids[order], record.attention_mask[order]
-    extra = EXTRA_PADDING if ids.shape[1] + EXTRA_PADDING <= _max_positions(target.tokenizer, target.model) else 0
+    extra = EXTRA_PADDING if ids.shape[1] + EXTRA_PADDING <= input_limit(target.tokenizer, target.model).tokens else 0
     pad_id = target.tokenizer.pad_token_id
     if extra and pad_id is not None:
         pad_ids = torch.full((ids.shape[0], extra), int(pad_id), dtype=ids.dtype)
