@@ -16,6 +16,8 @@ import torch
 from . import _compat
 from .conventions import Conventions
 from .errors import NotApplicable, UsageError
+from .masks import finished_mask
+from .texts import DEFAULT_TEXTS as DEFAULT_TEXTS  # re-exported: capture.DEFAULT_TEXTS stays public
 
 
 @dataclass(frozen=True)
@@ -83,19 +85,6 @@ SAMPLE = Decoding(
     "sample", do_sample=True, temperature=0.8, top_k=40, top_p=0.9, min_length=6, max_new_tokens=24, seed=0
 )
 DEFAULT_DECODINGS: tuple[Decoding, ...] = (GREEDY, BEAM, SAMPLE)
-
-#: Default inputs of ``ppinvariants check``: very different lengths (padding), digits,
-#: punctuation, unicode and whitespace oddities.
-DEFAULT_TEXTS: tuple[str, ...] = (
-    "Hello world.",
-    "The quick brown fox jumps over the lazy dog, twice: once in summer and once in winter 2024!",
-    "A model rewrites sentences.",
-    "Numbers like 42, 3.14 and 1000000 appear too?",
-    "  Leading and trailing   spaces  ",
-    "Café, naïve façade — “quoted” text; ünïcödé!",
-    "Why?",
-    "The river runs through the city and the mountain stands over the garden where people read books at night.",
-)
 
 
 class StepsNotKept:
@@ -276,14 +265,6 @@ def score_rows(record: GenerationRecord) -> torch.Tensor:
             bi = torch.cat([bi, pad], dim=1)
         return bi
     return torch.arange(rows).unsqueeze(1).expand(rows, steps)
-
-
-def finished_mask(tokens: torch.Tensor, eos_ids: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(mask, has_eos)``: mask is 1 up to and including each row's first eos, 0 after it."""
-    is_eos = torch.isin(tokens, torch.tensor(list(eos_ids), dtype=tokens.dtype, device=tokens.device))
-    # eos strictly before position t <=> cumulative count of eos up to t-1 > 0
-    before = (is_eos.int().cumsum(dim=1) - is_eos.int()) > 0
-    return (~before).long(), is_eos.any(dim=1)
 
 
 def log_probs(scores: torch.Tensor) -> torch.Tensor:

@@ -16,8 +16,6 @@ import platform
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-STATUSES = ("pass", "fail", "skip", "xfail", "error")
-
 
 @dataclass
 class Violation:

@@ -95,12 +95,12 @@ def load_target(
     dev = resolve_device(device)
     dt = resolve_dtype(dtype)
     if spec.startswith("tiny:"):
-        from . import testing  # the zoo is part of the core: it only builds checkpoints
+        from . import zoo  # the zoo is part of the core: it only builds checkpoints
 
         arch = spec.split(":", 1)[1]
-        if arch not in testing.RECIPES:
-            raise TargetError(f"unknown tiny model {arch!r}; built-in: {', '.join(testing.ALL_ARCHITECTURES)}")
-        model, tokenizer = _load_checkpoint(testing.tiny_checkpoint(arch), dt, trust_remote_code, allow_pickle)
+        if arch not in zoo.RECIPES:
+            raise TargetError(f"unknown tiny model {arch!r}; built-in: {', '.join(zoo.ALL_ARCHITECTURES)}")
+        model, tokenizer = _load_checkpoint(zoo.tiny_checkpoint(arch), dt, trust_remote_code, allow_pickle)
     elif Path(spec).is_dir():
         model, tokenizer = _load_checkpoint(Path(spec), dt, trust_remote_code, allow_pickle)
     elif _looks_like_factory(spec):

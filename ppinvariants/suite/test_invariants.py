@@ -29,7 +29,7 @@ from ppinvariants.invariants import ALL, Invariant, run_invariants
 from ppinvariants.plugin import assert_invariants, render_failures
 from ppinvariants.strategies import text_batches
 from ppinvariants.targets import Target
-from ppinvariants.testing import ARCHITECTURES
+from ppinvariants.zoo import ARCHITECTURES
 
 __all__ = [
     "SUITE_DECODINGS",
