@@ -38,11 +38,6 @@ def has_output_logits() -> bool:
     return generation_config_supports("output_logits")
 
 
-def has_group_beam_search() -> bool:
-    """Group (diverse) beam search is built into ``generate()`` up to 4.x; 5.x moved it to the Hub."""
-    return TRANSFORMERS_VERSION < Version("5.0.0.dev0")
-
-
 def compute_transition_scores(
     model: Any,
     sequences: torch.Tensor,

@@ -183,12 +183,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _check(args: argparse.Namespace) -> int:
 
-    from . import testing
+    from . import zoo
     from .decoding import DEFAULT_TEXTS, decodings_from_options
     from .report import render_text
     from .runner import check
 
-    specs = args.targets or [f"tiny:{a}" for a in testing.ARCHITECTURES]
+    specs = args.targets or [f"tiny:{a}" for a in zoo.ARCHITECTURES]
     texts = args.text if args.text else list(DEFAULT_TEXTS)
     decodings = decodings_from_options(args.decoding, args.generation_config, seed=args.seed)
     report = check(
@@ -312,10 +312,10 @@ def _clear_progress() -> None:
 
 
 def _coverage(args: argparse.Namespace) -> int:
-    from . import testing
+    from . import zoo
     from .coverage import render_markdown, render_text, run_coverage
 
-    unknown = [a for a in args.arch if a not in testing.RECIPES and a not in testing.UNAVAILABLE]
+    unknown = [a for a in args.arch if a not in zoo.RECIPES and a not in zoo.UNAVAILABLE]
     if unknown:
         sys.stderr.write(f"ppinvariants: error: unknown tiny architecture(s) {', '.join(unknown)}\n")
         return EXIT_USAGE

@@ -1,7 +1,7 @@
 """Which architectures pass which invariants: every tiny zoo model under greedy, beam and sampling.
 
 ``ppinvariants coverage`` builds (or loads from the cache) each tiny checkpoint of
-:data:`ppinvariants.testing.ALL_ARCHITECTURES`, runs :func:`ppinvariants.runner.check` on it
+:data:`ppinvariants.zoo.ALL_ARCHITECTURES`, runs :func:`ppinvariants.runner.check` on it
 with the default decodings, and folds the results into one row per architecture and decoding:
 
 * ``pass``: every invariant holds (or does not apply);
@@ -9,7 +9,7 @@ with the default decodings, and folds the results into one row per architecture 
 * ``fail``: an invariant fails without a known explanation;
 * ``error``: the model could not be loaded, ``generate()`` raised, or a check crashed.
 
-Architectures the zoo cannot build here (:data:`ppinvariants.testing.UNAVAILABLE`) are listed
+Architectures the zoo cannot build here (:data:`ppinvariants.zoo.UNAVAILABLE`) are listed
 with their reason, never silently left out.
 """
 
@@ -85,22 +85,22 @@ def run_coverage(
 ) -> Coverage:
     """Check every architecture in ``archs`` (default: the whole zoo) under each decoding, with
     ``evidence`` (``"standard"`` or ``"thorough"``) re-runs for the consistency invariants."""
-    from . import testing
+    from . import zoo
     from .runner import check
 
     default = archs is None
-    archs = list(testing.ALL_ARCHITECTURES if archs is None else archs)
+    archs = list(zoo.ALL_ARCHITECTURES if archs is None else archs)
     rows: list[CoverageRow] = []
     environment: dict[str, str] = {}
     for arch in archs:
-        if arch in testing.UNAVAILABLE:
-            rows += [CoverageRow(arch, d.name, "n/a", [testing.UNAVAILABLE[arch]]) for d in decodings]
+        if arch in zoo.UNAVAILABLE:
+            rows += [CoverageRow(arch, d.name, "n/a", [zoo.UNAVAILABLE[arch]]) for d in decodings]
             continue
         report = check([f"tiny:{arch}"], decodings=decodings, progress=progress, evidence=evidence)
         environment = report.environment
         rows += _fold(report, arch, decodings)
     # The default run names what it cannot build in its notes (an explicit request gets an n/a row).
-    unavailable = dict(testing.UNAVAILABLE) if default else {}
+    unavailable = dict(zoo.UNAVAILABLE) if default else {}
     return Coverage(rows=rows, environment=environment, unavailable=unavailable)
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from . import _compat
 from .errors import UsageError
+from .texts import DEFAULT_TEXTS as DEFAULT_TEXTS  # re-exported: the default inputs
 
 #: Settings that are not "how to decode" but what to return, or special token ids (the conventions).
 _NOT_SETTINGS = frozenset(
@@ -224,19 +225,6 @@ SAMPLE = Decoding(
 #: tokens (:data:`CHECKPOINT_MAX_NEW_TOKENS`) is added by :func:`resolve`, and reported.
 CHECKPOINT = Decoding("checkpoint", cap=CHECKPOINT_MAX_NEW_TOKENS)
 DEFAULT_DECODINGS: tuple[Decoding, ...] = (GREEDY, BEAM, SAMPLE, CHECKPOINT)
-
-#: Default inputs of ``ppinvariants check``: very different lengths (padding), digits,
-#: punctuation, unicode and whitespace oddities.
-DEFAULT_TEXTS: tuple[str, ...] = (
-    "Hello world.",
-    "The quick brown fox jumps over the lazy dog, twice: once in summer and once in winter 2024!",
-    "A model rewrites sentences.",
-    "Numbers like 42, 3.14 and 1000000 appear too?",
-    "  Leading and trailing   spaces  ",
-    "Café, naïve façade — “quoted” text; ünïcödé!",
-    "Why?",
-    "The river runs through the city and the mountain stands over the garden where people read books at night.",
-)
 
 
 def effective_generation_config(model_generation_config: Any, decoding: Decoding) -> Any:

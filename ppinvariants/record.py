@@ -206,14 +206,6 @@ def score_rows(record: GenerationRecord) -> torch.Tensor:
     return torch.arange(rows).unsqueeze(1).expand(rows, steps)
 
 
-def finished_mask(tokens: torch.Tensor, eos_ids: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(mask, has_eos)``: mask is 1 up to and including each row's first eos, 0 after it."""
-    is_eos = torch.isin(tokens, torch.tensor(list(eos_ids), dtype=tokens.dtype, device=tokens.device))
-    # eos strictly before position t <=> cumulative count of eos up to t-1 > 0
-    before = (is_eos.int().cumsum(dim=1) - is_eos.int()) > 0
-    return (~before).long(), is_eos.any(dim=1)
-
-
 def log_probs(scores: torch.Tensor) -> torch.Tensor:
     """log_softmax over the vocabulary, in float32."""
     return torch.log_softmax(scores.float(), dim=-1)

@@ -22,8 +22,6 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-STATUSES = ("pass", "fail", "skip", "xfail", "error")
-
 
 @dataclass
 class Violation:

@@ -373,7 +373,7 @@ def run_selftest(
     progress: Callable[[str], None] | None = None,
 ) -> SelfTestReport:
     """Every fault in ``faults`` against fresh models, and the healthy built-in models unchanged."""
-    from . import testing
+    from . import zoo
 
     results = []
     for fault in faults:
@@ -381,7 +381,7 @@ def run_selftest(
             progress(f"fault {fault.name}")
         results.append(run_fault(fault))
     healthy = []
-    for arch in healthy_archs if healthy_archs is not None else testing.ARCHITECTURES:
+    for arch in healthy_archs if healthy_archs is not None else zoo.ARCHITECTURES:
         if progress:
             progress(f"healthy tiny:{arch}")
         healthy.append(check_loaded(load_target(f"tiny:{arch}")))

@@ -361,8 +361,8 @@ def decodings(
     never eos, pad, unk, a language code or the decoder start).
 
     Group (diverse) beam search is never drawn: :class:`Decoding` has no ``num_beam_groups`` /
-    ``diversity_penalty`` fields, and transformers 5.x no longer has it in ``generate()``
-    (``ppinvariants._compat.has_group_beam_search()`` is False there).
+    ``diversity_penalty`` fields, and transformers 5.x no longer has it in ``generate()`` (it moved
+    to the Hub).
 
     Shrinks towards greedy search with only ``max_new_tokens`` and ``seed`` set.
     """

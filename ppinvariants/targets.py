@@ -97,14 +97,14 @@ def load_target(
     dt = resolve_dtype(dtype)
     with _compat.quiet_transformers():
         if spec.startswith("tiny:"):
-            from . import testing  # the zoo is part of the core: it only builds checkpoints
+            from . import zoo  # the zoo is part of the core: it only builds checkpoints
 
             arch = spec.split(":", 1)[1]
-            if arch not in testing.RECIPES:
-                raise TargetError(f"unknown tiny model {arch!r}; built-in: {', '.join(testing.ALL_ARCHITECTURES)}")
-            if not _tiny_is_built(testing, arch):
-                say(f"building {spec} (first run, cached afterwards in {testing.cache_root()})")
-            model, tokenizer = _load_checkpoint(testing.tiny_checkpoint(arch), dt, trust_remote_code, allow_pickle)
+            if arch not in zoo.RECIPES:
+                raise TargetError(f"unknown tiny model {arch!r}; built-in: {', '.join(zoo.ALL_ARCHITECTURES)}")
+            if not _tiny_is_built(zoo, arch):
+                say(f"building {spec} (first run, cached afterwards in {zoo.cache_root()})")
+            model, tokenizer = _load_checkpoint(zoo.tiny_checkpoint(arch), dt, trust_remote_code, allow_pickle)
         elif Path(spec).is_dir():
             model, tokenizer = _load_checkpoint(Path(spec), dt, trust_remote_code, allow_pickle)
         elif _looks_like_factory(spec):
@@ -126,10 +126,10 @@ def _looks_like_path(spec: str) -> bool:
     return "/" in spec and Path(spec.split("/", 1)[0]).is_dir()
 
 
-def _tiny_is_built(testing: Any, arch: str) -> bool:
+def _tiny_is_built(zoo: Any, arch: str) -> bool:
     """Whether ``tiny:<arch>`` is in the cache already (its build takes seconds to minutes)."""
     try:
-        final = testing.cache_root() / "tiny" / f"{arch}-{testing.RECIPES[arch].key()}"
+        final = zoo.cache_root() / "tiny" / f"{arch}-{zoo.RECIPES[arch].key()}"
         return (final / "ppinvariants-recipe.json").exists()
     except Exception:  # noqa: BLE001 - only decides whether to say "building"
         return True

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from _records import DECODINGS
 
-from ppinvariants.testing import ARCHITECTURES
+from ppinvariants.zoo import ARCHITECTURES
 
 
 @pytest.fixture(params=ARCHITECTURES)

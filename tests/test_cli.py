@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from ppinvariants import __version__, testing
+from ppinvariants import __version__, zoo
 from ppinvariants.cli import main
 from ppinvariants.progress import PREFIX
 
@@ -131,7 +131,7 @@ def test_bad_input_exits_2_without_traceback_in_a_real_process(tmp_path: Path) -
 
 def _copy_tiny(tmp_path: Path, arch: str = "bart") -> Path:
     dst = tmp_path / f"ckpt-{arch}"
-    shutil.copytree(testing.tiny_checkpoint(arch), dst)
+    shutil.copytree(zoo.tiny_checkpoint(arch), dst)
     return dst
 
 
@@ -245,7 +245,7 @@ def test_pickle_only_checkpoint_is_refused_unless_allowed(capsys, tmp_path: Path
     import torch
     import transformers
 
-    src = testing.tiny_checkpoint("bart")
+    src = zoo.tiny_checkpoint("bart")
     d = tmp_path / "pickled"
     shutil.copytree(src, d)
     model = transformers.AutoModelForSeq2SeqLM.from_pretrained(src)

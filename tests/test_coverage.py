@@ -1,6 +1,6 @@
 """The extended tiny zoo and the ``ppinvariants coverage`` table.
 
-Every architecture of :data:`ppinvariants.testing.ALL_ARCHITECTURES` builds offline, loads through
+Every architecture of :data:`ppinvariants.zoo.ALL_ARCHITECTURES` builds offline, loads through
 ``load_target("tiny:<arch>")`` and behaves like a real model; ``coverage`` folds the check of each
 architecture into one row per decoding. The run over the whole zoo is slow (minutes): ``-m slow``.
 """
@@ -11,7 +11,7 @@ import json
 
 import pytest
 
-from ppinvariants import testing
+from ppinvariants import zoo
 from ppinvariants.capture import capture
 from ppinvariants.cli import main
 from ppinvariants.coverage import render_markdown, render_text, run_coverage
@@ -19,7 +19,7 @@ from ppinvariants.decoding import DEFAULT_TEXTS, GREEDY
 from ppinvariants.record import finished_mask, generated_tokens
 from ppinvariants.targets import load_target
 
-NEW_ARCHITECTURES = tuple(a for a in testing.ALL_ARCHITECTURES if a not in testing.ARCHITECTURES)
+NEW_ARCHITECTURES = tuple(a for a in zoo.ALL_ARCHITECTURES if a not in zoo.ARCHITECTURES)
 
 #: Non-pass rows of the full table, unresolved and documented in docs/coverage.md:
 #: * blenderbot_small: tokenizer_ends_inputs_with_eos assumes every encoder-decoder closes its inputs
@@ -30,18 +30,18 @@ EXPECTED_FAILURES: set[tuple[str, str]] = set()  # every non-pass is a narrow kn
 
 
 def test_the_default_set_is_unchanged_and_contained_in_the_zoo() -> None:
-    assert testing.ARCHITECTURES == ("bart", "pegasus", "t5", "marian", "mbart")
-    assert set(testing.ARCHITECTURES) < set(testing.ALL_ARCHITECTURES) == set(testing.RECIPES)
-    assert not set(testing.UNAVAILABLE) & set(testing.RECIPES)
-    assert all(testing.UNAVAILABLE.values())
+    assert zoo.ARCHITECTURES == ("bart", "pegasus", "t5", "marian", "mbart")
+    assert set(zoo.ARCHITECTURES) < set(zoo.ALL_ARCHITECTURES) == set(zoo.RECIPES)
+    assert not set(zoo.UNAVAILABLE) & set(zoo.RECIPES)
+    assert all(zoo.UNAVAILABLE.values())
 
 
 @pytest.mark.parametrize("arch", NEW_ARCHITECTURES)
 def test_new_architecture_builds_loads_and_behaves_like_a_real_model(arch: str) -> None:
-    path = testing.tiny_checkpoint(arch)
+    path = zoo.tiny_checkpoint(arch)
     assert (path / "model.safetensors").is_file() and not (path / "pytorch_model.bin").exists()
     meta = json.loads((path / "ppinvariants-recipe.json").read_text())
-    assert meta["arch"] == arch and meta["key"] == testing.RECIPES[arch].key()
+    assert meta["arch"] == arch and meta["key"] == zoo.RECIPES[arch].key()
     target = load_target(f"tiny:{arch}")
     assert target.model.config.is_encoder_decoder
     rec = capture(target, list(DEFAULT_TEXTS), GREEDY)
@@ -52,16 +52,18 @@ def test_new_architecture_builds_loads_and_behaves_like_a_real_model(arch: str) 
     assert (mask == 0).any(), f"{arch}: no padding after eos in the batch"
 
 
-def test_recipes_of_the_default_set_keep_their_cache_keys() -> None:
-    # New Recipe fields are left out of the key at their defaults: no rebuild of existing checkpoints.
-    bart = testing.RECIPES["bart"]
-    assert testing.Recipe(**{**bart.__dict__, "note": ""}).key() == bart.key()
-    assert testing.Recipe(**{**bart.__dict__, "note": "x"}).key() != bart.key()
+def test_every_recipe_field_is_part_of_the_cache_key() -> None:
+    import dataclasses
+
+    bart = zoo.RECIPES["bart"]
+    assert dataclasses.replace(bart).key() == bart.key()
+    for change in ({"note": "x"}, {"seed": 1}, {"tokenizer_class_saved": False}, {"special_tokens": ("<pad>",)}):
+        assert dataclasses.replace(bart, **change).key() != bart.key(), change
 
 
 def test_unavailable_architecture_is_an_na_row_with_its_reason(monkeypatch: pytest.MonkeyPatch) -> None:
     # fsmt is unavailable only without sacremoses: stand in an architecture the zoo cannot build.
-    monkeypatch.setitem(testing.UNAVAILABLE, "nosuch", "its tokenizer needs a package that is not installed")
+    monkeypatch.setitem(zoo.UNAVAILABLE, "nosuch", "its tokenizer needs a package that is not installed")
     cov = run_coverage(["nosuch"])
     assert {r.status for r in cov.rows} == {"n/a"} and cov.exit_code == 1
     assert "not installed" in cov.rows[0].reasons[0]
@@ -116,8 +118,8 @@ def test_unknown_architecture_is_a_usage_error(capsys: pytest.CaptureFixture[str
 def test_coverage_of_the_whole_zoo() -> None:
     cov = run_coverage()
     archs = {r.arch for r in cov.rows}
-    assert archs == set(testing.ALL_ARCHITECTURES)
-    assert set(cov.unavailable) == set(testing.UNAVAILABLE)
+    assert archs == set(zoo.ALL_ARCHITECTURES)
+    assert set(cov.unavailable) == set(zoo.UNAVAILABLE)
     bad = {(r.arch, r.decoding) for r in cov.rows if r.status not in ("pass", "xfail")}
     assert bad == EXPECTED_FAILURES, render_text(cov)
     for r in cov.rows:

@@ -30,8 +30,14 @@ LAYERS: dict[str, int] = {
     "ppinvariants.decoding": 2,
     "ppinvariants.processing": 2,
     # what one generate() produced; the tiny model zoo (its calibration reads records' first-eos mask)
+    "ppinvariants.texts": 0,
+    "ppinvariants.masks": 0,
     "ppinvariants.record": 3,
-    "ppinvariants.testing": 4,
+    # the tiny model zoo: imports only the bottom layer (texts, masks, conventions, _compat)
+    "ppinvariants.zoo.recipes": 1,
+    "ppinvariants.zoo.tokenizers": 1,
+    "ppinvariants.zoo.build": 2,
+    "ppinvariants.zoo": 3,
     # teacher-forced rescoring; loading targets (the zoo's included)
     "ppinvariants.rescoring": 5,
     "ppinvariants.targets": 5,

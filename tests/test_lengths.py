@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ppinvariants import testing
+from ppinvariants import zoo
 from ppinvariants.capture import capture
 from ppinvariants.decoding import GREEDY
 from ppinvariants.lengths import FALLBACK_LIMIT, input_limit, max_input_tokens
@@ -85,7 +85,7 @@ def test_a_text_ten_times_the_limit_is_truncated_not_a_crash(arch: str) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("arch", [a for a in testing.ALL_ARCHITECTURES if a not in testing.UNAVAILABLE])
+@pytest.mark.parametrize("arch", [a for a in zoo.ALL_ARCHITECTURES if a not in zoo.UNAVAILABLE])
 def test_a_text_ten_times_the_limit_on_every_zoo_architecture(arch: str) -> None:
     _long_input_is_truncated_and_generates(arch)
 

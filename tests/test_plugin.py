@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from ppinvariants import testing
+from ppinvariants import zoo
 
 BROKEN = str(Path(__file__).with_name("broken_factory.py").resolve()) + ":make"
 # Computed at import, before pytester moves HOME.
-CACHE = str(testing.cache_root())
+CACHE = str(zoo.cache_root())
 
 USER_TESTS = """
 import pytest

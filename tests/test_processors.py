@@ -11,7 +11,7 @@ import pytest
 import torch
 from _records import tiny_target
 
-from ppinvariants import testing
+from ppinvariants import zoo
 from ppinvariants.capture import capture
 from ppinvariants.decoding import BEAM, DEFAULT_TEXTS, GREEDY
 from ppinvariants.invariants import REGISTRY, run_invariants
@@ -89,7 +89,7 @@ def test_renormalization_fires_when_scores_are_not_log_probs() -> None:
 
 
 def test_processors_set_in_the_checkpoint_generation_config_are_read(tmp_path: Path) -> None:
-    src = testing.tiny_checkpoint("bart")
+    src = zoo.tiny_checkpoint("bart")
     ckpt = tmp_path / "bart-with-generation-config"
     shutil.copytree(src, ckpt)
     target = tiny_target("bart")

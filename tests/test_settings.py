@@ -24,7 +24,7 @@ from ppinvariants.invariants import run_invariants
 from ppinvariants.runner import check_loaded
 from ppinvariants.streaming import STREAMING_INVARIANTS, run_streaming
 from ppinvariants.targets import Target, load_target
-from ppinvariants.testing import ARCHITECTURES, tiny_checkpoint
+from ppinvariants.zoo import ARCHITECTURES, tiny_checkpoint
 
 TEXTS = list(DEFAULT_TEXTS[:5])
 CONFIGS = Path(__file__).parent / "generation_configs"

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ppinvariants import testing
+from ppinvariants import zoo
 from ppinvariants.capture import capture
 from ppinvariants.cli import main
 from ppinvariants.decoding import GREEDY
@@ -32,7 +32,7 @@ from ppinvariants.snapshot import (
 from ppinvariants.targets import load_target
 
 TEXTS = ["Hello world.", "A model rewrites sentences."]
-CACHE = str(testing.cache_root())  # before pytester moves HOME
+CACHE = str(zoo.cache_root())  # before pytester moves HOME
 
 CHANGED_FACTORY = """
 from ppinvariants.targets import load_target

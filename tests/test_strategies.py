@@ -16,7 +16,7 @@ from ppinvariants.capture import _max_positions, capture
 from ppinvariants.decoding import Decoding
 from ppinvariants.strategies import decodings, register_profiles, text_batches, texts
 from ppinvariants.targets import Target, load_target
-from ppinvariants.testing import ARCHITECTURES
+from ppinvariants.zoo import ARCHITECTURES
 
 FAST = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 # The strategies are judged on generate() itself: no evidence re-runs, when capture() gathers them.

@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 import torch
 
-from ppinvariants import streaming, testing
+from ppinvariants import streaming, zoo
 from ppinvariants.capture import capture
 from ppinvariants.decoding import BEAM, DEFAULT_TEXTS, GREEDY, SAMPLE
 from ppinvariants.invariants import REGISTRY, run_invariants
@@ -90,7 +90,7 @@ def _both(target, decoding) -> tuple[tuple[set, set] | str, tuple[set, set] | st
     return out[0], out[1]
 
 
-@pytest.mark.parametrize("arch", testing.ARCHITECTURES)
+@pytest.mark.parametrize("arch", zoo.ARCHITECTURES)
 def test_streaming_agrees_with_record_on_healthy_models(arch: str) -> None:
     target = load_target(f"tiny:{arch}")
     for decoding in DECODINGS:
@@ -217,7 +217,7 @@ def test_beam_lineage_on_a_hand_built_search() -> None:
     assert torch.equal(short, torch.cat([want[:, :2], torch.full((4, 1), -1)], dim=1))
 
 
-@pytest.mark.parametrize("arch", testing.ARCHITECTURES)
+@pytest.mark.parametrize("arch", zoo.ARCHITECTURES)
 def test_reconstructed_beam_lineage_equals_beam_indices(arch: str) -> None:
     """The monitor's lineage equals generate()'s beam_indices (kept by a record-mode run of the same search).
 

@@ -33,7 +33,7 @@ from ppinvariants.record import GenerationRecord
 from ppinvariants.report import strict_results
 from ppinvariants.strategies import text_batches
 from ppinvariants.targets import Target
-from ppinvariants.testing import ARCHITECTURES
+from ppinvariants.zoo import ARCHITECTURES
 
 __all__ = [
     "SUITE_DECODINGS",
