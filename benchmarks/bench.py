@@ -34,7 +34,8 @@ import transformers
 
 from ppinvariants.capture import capture
 from ppinvariants.decoding import DEFAULT_DECODINGS, DEFAULT_TEXTS, Decoding
-from ppinvariants.invariants import REGISTRY, run_invariants
+from ppinvariants.invariants import REGISTRY
+from ppinvariants.judge import run_invariants
 from ppinvariants.record import chosen_logprobs, generated_tokens, step_logprobs
 from ppinvariants.runner import check_loaded
 from ppinvariants.targets import _finish, load_target

@@ -30,7 +30,7 @@ _PUBLIC: dict[str, str] = {
     "DEFAULT_TEXTS": "decoding",
     "parse_decoding": "decoding",
     "decoding_from_file": "decoding",
-    "run_invariants": "invariants",
+    "run_invariants": "judge",
     "load_target": "targets",
     "Target": "targets",
     "GenerationRecord": "record",

@@ -2,7 +2,8 @@
 
 A known issue turns a failing result into ``xfail`` only when *every* violation of that result
 matches its exact signature (invariant, decoding kind, transformers versions, and a predicate
-on the violation). Any other violation of the same invariant still fails.
+on the violation's fields: row, step, token, ``kind``; never its message text). Any other
+violation of the same invariant still fails. :mod:`ppinvariants.judge` applies them.
 """
 
 from __future__ import annotations
@@ -148,9 +149,8 @@ def _prophetnet(record: Any) -> bool:
 
 
 def _teacher_forcing_disagrees(record: Any, violation: Any) -> bool:
-    return "differ" in violation.message and (
-        "teacher-forced" in violation.message or "generate()" in violation.message
-    )
+    """A teacher-forced (full pass) reading that disagrees with generation's (cached) one."""
+    return violation.kind in ("logprob", "greedy_token", "teacher_forced_value", "generate_grad_value")
 
 
 KNOWN_ISSUES += tuple(
@@ -210,7 +210,7 @@ def _batch_kept_searching(record: Any, violation: Any) -> bool:
     at least as good: rows that met the stop heuristic kept collecting finished hypotheses while
     other rows ran on (later ones can only enter a row's top-k by scoring higher)."""
     ev = record.evidence
-    if ev is None or not ev.solo or violation.row is None or "generated alone" not in violation.message:
+    if ev is None or not ev.solo or violation.row is None or violation.kind != "solo":
         return False
     run = next((r for r in ev.solo if violation.row in r.rows), None)
     if run is None or run.sequences_scores is None or record.sequences_scores is None:

@@ -477,7 +477,8 @@ def assert_invariants(
     applicable) and ``xfail`` (a known upstream issue) results do not fail the test. ``strict``
     (default: ``--ppi-strict`` / the ini key ``ppi_strict``): a check that applies but was not
     judged (streaming mode, missing evidence) fails."""
-    from .invariants import get, run_invariants
+    from .invariants import get
+    from .judge import run_invariants
     from .report import strict_results
 
     __tracebackhide__ = True

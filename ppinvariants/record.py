@@ -103,7 +103,7 @@ class GenerationRecord:
         Several invariants need the same vocabulary-wide tensor (the step log-probs, say); this
         computes it once. The entry is recomputed when a source is replaced or changed in place
         (``Tensor._version`` counts in-place writes), so an altered record is never judged on stale
-        values. :func:`ppinvariants.invariants.run_invariants` empties the cache when it is done.
+        values. :func:`ppinvariants.judge.run_invariants` empties the cache when it is done.
         """
         versions = tuple(getattr(src, "_version", 0) for src in sources)
         hit = self._derived.get(key)

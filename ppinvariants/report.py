@@ -36,6 +36,9 @@ class Violation:
     expected: str | None = None
     found: str | None = None
     context: str | None = None
+    # Which comparison of the check failed, for machines (known issues match on it, never on the message):
+    # e.g. "logprob", "greedy_token", "solo", "permuted", "teacher_forced_value", "generate_grad_value".
+    kind: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

@@ -9,7 +9,8 @@ from . import progress as _progress
 from .capture import capture
 from .decoding import DEFAULT_DECODINGS, DEFAULT_TEXTS, Decoding, resolve
 from .errors import PPIError
-from .invariants import Invariant, run_invariants
+from .invariants import Invariant
+from .judge import run_invariants
 from .lengths import input_limit
 from .record import NOT_KEPT
 from .report import Report, Result, TargetReport, environment, strict_results

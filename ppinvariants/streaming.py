@@ -42,9 +42,10 @@ from . import _compat
 from .capture import capture
 from .decoding import resolve
 from .errors import NotApplicable, NotJudged
-from .invariants import ALL, run_invariants
+from .invariants import ALL
 from .invariants._base import MAX_KEPT, REGISTRY, Invariant, Violations, make, merge
 from .invariants.processors import REPLAYED, replay_violation
+from .judge import run_invariants
 from .processing import Processing, differences
 from .record import GenerationRecord, finished_mask, generated_tokens, score_rows, tolerance_for
 from .report import Result

@@ -137,7 +137,7 @@ def test_standard_evidence_collects_one_rerun_and_names_what_it_leaves_out(decod
 
 
 def test_standard_evidence_skips_with_the_way_to_get_it() -> None:
-    from ppinvariants.invariants import run_invariants
+    from ppinvariants.judge import run_invariants
 
     rec = healthy_record("bart", "greedy", evidence="standard")
     results = {r.invariant: r for r in run_invariants(rec, [REGISTRY[n] for n in CONSISTENCY])}
@@ -179,7 +179,7 @@ def test_unknown_evidence_depth_is_a_usage_error() -> None:
 
 
 def test_train_mode_difference_is_reported_not_failed() -> None:
-    from ppinvariants.invariants import run_invariants
+    from ppinvariants.judge import run_invariants
 
     rec = healthy_record("bart", "greedy")
     [result] = run_invariants(rec, [REGISTRY["deterministic_in_eval_mode"]])

@@ -8,7 +8,8 @@ import pytest
 import torch
 from _records import healthy_record
 
-from ppinvariants.invariants import ALL, REGISTRY, run_invariants
+from ppinvariants.invariants import ALL, REGISTRY
+from ppinvariants.judge import run_invariants
 from ppinvariants.record import GenerationRecord, finished_mask, generated_tokens, source_rows
 
 

@@ -9,7 +9,8 @@ import pytest
 import torch
 from _records import healthy_record
 
-from ppinvariants.invariants import REGISTRY, run_invariants
+from ppinvariants.invariants import REGISTRY
+from ppinvariants.judge import run_invariants
 from ppinvariants.record import GenerationRecord, finished_mask, generated_tokens, replay_processing
 
 #: Which decoding each new invariant applies to (``None``: all of them).

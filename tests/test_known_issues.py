@@ -16,8 +16,9 @@ import torch
 from ppinvariants import _compat
 from ppinvariants.capture import capture
 from ppinvariants.decoding import DEFAULT_TEXTS, SAMPLE
-from ppinvariants.invariants import REGISTRY, run_invariants
+from ppinvariants.invariants import REGISTRY
 from ppinvariants.invariants.processors import REPLAYED
+from ppinvariants.judge import run_invariants
 from ppinvariants.targets import load_target
 
 

@@ -35,7 +35,7 @@ LAYERS: dict[str, int] = {
     "ppinvariants.record": 3,
     # the tiny model zoo: imports only the bottom layer (texts, masks, conventions, _compat)
     "ppinvariants.zoo.recipes": 1,
-    "ppinvariants.zoo.tokenizers": 1,
+    "ppinvariants.zoo.tokenizers": 1.5,
     "ppinvariants.zoo.build": 2,
     "ppinvariants.zoo": 3,
     # teacher-forced rescoring; loading targets (the zoo's included)
@@ -58,7 +58,8 @@ def _families() -> list[str]:
 LAYERS.update({f"ppinvariants.invariants.{family}": 9 for family in _families()})
 LAYERS.update(
     {
-        "ppinvariants.invariants": 10,  # runs them
+        "ppinvariants.invariants": 10,  # registers them
+        "ppinvariants.judge": 10.5,  # runs them and applies the known issues
         "ppinvariants.streaming": 11,
         "ppinvariants.explain": 11,
         "ppinvariants.snapshot": 11,

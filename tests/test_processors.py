@@ -14,7 +14,8 @@ from _records import tiny_target
 from ppinvariants import zoo
 from ppinvariants.capture import capture
 from ppinvariants.decoding import BEAM, DEFAULT_TEXTS, GREEDY
-from ppinvariants.invariants import REGISTRY, run_invariants
+from ppinvariants.invariants import REGISTRY
+from ppinvariants.judge import run_invariants
 from ppinvariants.targets import load_target
 
 FIRING_TESTED = {"renormalized_scores_are_log_probs"}  # fires in test_renormalization_fires_when_...

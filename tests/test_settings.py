@@ -20,7 +20,7 @@ from _records import tiny_target
 from ppinvariants import _compat
 from ppinvariants.capture import capture
 from ppinvariants.decoding import DEFAULT_TEXTS, Decoding, decoding_from_file
-from ppinvariants.invariants import run_invariants
+from ppinvariants.judge import run_invariants
 from ppinvariants.runner import check_loaded
 from ppinvariants.streaming import STREAMING_INVARIANTS, run_streaming
 from ppinvariants.targets import Target, load_target

@@ -10,8 +10,9 @@ import torch
 from ppinvariants import streaming, zoo
 from ppinvariants.capture import capture
 from ppinvariants.decoding import BEAM, DEFAULT_TEXTS, GREEDY, SAMPLE
-from ppinvariants.invariants import REGISTRY, run_invariants
+from ppinvariants.invariants import REGISTRY
 from ppinvariants.invariants.processors import REPLAYED
+from ppinvariants.judge import run_invariants
 from ppinvariants.record import (
     NOT_KEPT,
     STEPS_NOT_KEPT_REASON,

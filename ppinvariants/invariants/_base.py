@@ -133,6 +133,7 @@ def make(
     on_input: bool = False,
     input_pos: int | None = None,
     score_row: bool = False,
+    kind: str | None = None,
 ) -> Violation:
     """A violation whose message names the check, example, step, token (id and text), expected vs found.
 
@@ -181,6 +182,7 @@ def make(
         expected=None if expected is None else fmt(expected),
         found=None if found is None else fmt(found),
         context=context,
+        kind=kind,
     )
 
 

@@ -117,6 +117,7 @@ def teacher_forced_logprobs_match_generation(record: GenerationRecord) -> list[V
                 record,
                 name,
                 "teacher-forced log-probs differ from generation time",
+                kind="logprob",
                 row=p[0],
                 step=p[1],
                 token_id=int(tokens[p]),
@@ -140,6 +141,7 @@ def teacher_forced_logprobs_match_generation(record: GenerationRecord) -> list[V
                     record,
                     name,
                     "teacher-forced logits, with the configured processors, pick another greedy token",
+                    kind="greedy_token",
                     row=p[0],
                     step=p[1],
                     token_id=int(tokens[p]),
@@ -152,7 +154,14 @@ def teacher_forced_logprobs_match_generation(record: GenerationRecord) -> list[V
 
 
 def _compare_rerun(  # noqa: ANN001
-    record: GenerationRecord, name: str, what: str, run, rows: list[int], *, near_ties: bool = False
+    record: GenerationRecord,
+    name: str,
+    what: str,
+    run,
+    rows: list[int],
+    *,
+    near_ties: bool = False,
+    kind: str | None = None,
 ) -> list[Violation]:
     """Tokens of ``run`` (rows mapped to ``rows`` of the record) equal the record's, up to each row's eos.
 
@@ -184,6 +193,7 @@ def _compare_rerun(  # noqa: ANN001
             token_id=int(tokens[r, t]),
             expected=f"{int(tokens[r, t])} {record.token_text(int(tokens[r, t]))!r}",
             found="(ended)" if found is None else f"{found} {record.token_text(found)!r}",
+            kind=kind,
         )
 
     # One violation per row (the first divergent step): later steps follow from it.
@@ -236,7 +246,9 @@ def batch_and_padding_invariance(record: GenerationRecord) -> list[Violation]:
         raise NotApplicable("sampling draws depend on the batch layout")
     ev = _evidence(record, "permuted", optional=("solo",))
     parts = [
-        _compare_rerun(record, name, "generated alone, the input gives another token", run, run.rows, near_ties=True)
+        _compare_rerun(
+            record, name, "generated alone, the input gives another token", run, run.rows, near_ties=True, kind="solo"
+        )
         for run in ev.solo or []
     ]
     if ev.permuted is not None:
@@ -248,6 +260,7 @@ def batch_and_padding_invariance(record: GenerationRecord) -> list[Violation]:
                 ev.permuted,
                 ev.permuted.rows,
                 near_ties=True,
+                kind="permuted",
             )
         )
     return merge(*parts)
@@ -351,17 +364,22 @@ def sequence_logprob_is_differentiable(record: GenerationRecord) -> list[Violati
     reference = masked_sum(chosen, _live(record))
     tol = record.tolerance * 10 * max(1, record.steps)
     parts = []
-    for label, value in (("teacher-forced", ev.grad_logprob), ("generate() with grad", ev.generate_grad_logprob)):
+    readings = (
+        ("teacher-forced", "teacher_forced_value", ev.grad_logprob),
+        ("generate() with grad", "generate_grad_value", ev.generate_grad_logprob),
+    )
+    for label, kind, value in readings:
         if value is None:
             continue
         bad = (~torch.isclose(value, reference, atol=tol, rtol=0)).nonzero()
         parts.append(
             from_positions(
                 bad,
-                lambda p, label=label, value=value: make(
+                lambda p, label=label, value=value, kind=kind: make(
                     record,
                     name,
                     f"{label} sequence log-prob differs from the no-grad value",
+                    kind=kind,
                     row=p[0],
                     expected=float(reference[p]),
                     found=float(value[p]),

@@ -27,7 +27,8 @@ from hypothesis import strategies as st
 from ppinvariants._compat import quiet_transformers
 from ppinvariants.capture import capture
 from ppinvariants.decoding import DEFAULT_DECODINGS, DEFAULT_TEXTS, GREEDY, Decoding
-from ppinvariants.invariants import ALL, Invariant, run_invariants
+from ppinvariants.invariants import ALL, Invariant
+from ppinvariants.judge import run_invariants
 from ppinvariants.plugin import assert_invariants, render_failures, strict_enabled
 from ppinvariants.record import GenerationRecord
 from ppinvariants.report import strict_results
