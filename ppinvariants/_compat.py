@@ -60,20 +60,6 @@ def compute_transition_scores(
         raise
 
 
-def validate_generation_config(config: Any) -> None:
-    """``config.validate(strict=True)`` (5.x): raise on any inconsistency; 4.x has no ``strict`` and
-    only warns, so its warnings are raised as errors."""
-    import inspect
-    import warnings
-
-    if "strict" in inspect.signature(config.validate).parameters:
-        config.validate(strict=True)
-        return
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        config.validate()
-
-
 def tokenizer_vocab_size(tokenizer: Any) -> int:
     """Number of ids the tokenizer can map back to a token (base vocabulary plus added tokens)."""
     return len(tokenizer)

@@ -36,6 +36,9 @@ Fixtures:
   see :class:`ppinvariants.snapshot.SnapshotFixture`.
 
 Markers: ``ppi_gpu`` (skipped unless ``torch.cuda.is_available()``) and ``ppi_default_targets``.
+
+Its length (about 510 lines): pytest finds options, hooks and fixtures in the one module the
+``pytest11`` entry point names, so they stay together here.
 """
 
 from __future__ import annotations
@@ -438,20 +441,12 @@ def render_failures(results: Iterable[Result], *, max_violations: int = 5) -> st
     """The failed and errored results as text: a head line per result (with its reason, or its first
     violation), its first ``max_violations`` violation messages with their decoded context, and
     the reproduction line."""
+    from .report import render_result
+
     lines: list[str] = []
     for r in results:
-        if r.status not in ("fail", "error"):
-            continue
-        lines.append(f"[{r.status.upper()}] {r.invariant} ({r.decoding}): {_short(r)}")
-        for v in r.violations[:max_violations]:
-            lines.append(f"  - {v.message}")
-            if v.context:
-                lines.append(f"    context: {v.context}")
-        more = r.total_violations - min(len(r.violations), max_violations)
-        if more > 0:
-            lines.append(f"  ... and {more} more")
-        if r.repro:
-            lines.append(f"  reproduce: {r.repro}")
+        if r.status in ("fail", "error"):
+            lines.extend(render_result(r, reason=_short(r), max_violations=max_violations))
     return "\n".join(lines)
 
 

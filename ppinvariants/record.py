@@ -15,6 +15,7 @@ import torch
 from .conventions import Conventions
 from .decoding import Decoding
 from .errors import NotJudged
+from .masks import finished_mask as finished_mask  # re-exported: one definition, in the bottom layer
 from .processing import Processing
 
 

@@ -235,17 +235,23 @@ def render_text(report: Report, *, verbose: bool = False, max_violations: int = 
         for r in t.results:
             if r.status in ("fail", "error") or (verbose and r.status in ("skip", "xfail")):
                 lines.append("")
-                head = f"  [{r.status.upper()}] {r.invariant} ({r.decoding})"
-                if r.reason:
-                    head += f": {r.reason}"
-                lines.append(head)
-                for v in r.violations[:max_violations]:
-                    lines.append(f"    - {v.message}")
-                    if v.context:
-                        lines.append(f"      context: {v.context}")
-                more = r.total_violations - min(len(r.violations), max_violations)
-                if more > 0:
-                    lines.append(f"    ... and {more} more")
-                if r.repro and r.status in ("fail", "error"):
-                    lines.append(f"    reproduce: {r.repro}")
+                lines.extend(render_result(r, indent="  ", max_violations=max_violations))
     return "\n".join(lines)
+
+
+def render_result(result: Result, *, indent: str = "", reason: str | None = None, max_violations: int = 5) -> list[str]:
+    """One result as text lines: ``[STATUS] invariant (decoding): reason``, its first ``max_violations``
+    violation messages with their decoded context, the count of the others, and (failed or errored)
+    the ``reproduce:`` line. The CLI report and the pytest plugin both print results this way."""
+    why = result.reason if reason is None else reason
+    lines = [f"{indent}[{result.status.upper()}] {result.invariant} ({result.decoding})" + (f": {why}" if why else "")]
+    for v in result.violations[:max_violations]:
+        lines.append(f"{indent}  - {v.message}")
+        if v.context:
+            lines.append(f"{indent}    context: {v.context}")
+    more = result.total_violations - min(len(result.violations), max_violations)
+    if more > 0:
+        lines.append(f"{indent}  ... and {more} more")
+    if result.repro and result.status in ("fail", "error"):
+        lines.append(f"{indent}  reproduce: {result.repro}")
+    return lines

@@ -12,6 +12,9 @@ tolerance. Typical use: snapshot in the old virtual environment, compare in the 
 
 The file is written with a fixed key order and floats as the shortest decimal that reads back to the
 same float32, so a snapshot is byte-identical when re-taken in the same environment.
+
+Its length (about 570 lines) is one concept: the file format, taking, comparing and the pytest
+fixture must agree on every field, and are read together when the format changes.
 """
 
 from __future__ import annotations

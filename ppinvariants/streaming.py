@@ -26,6 +26,9 @@ record-based checks on the same generation. Two deliberate differences: history-
 processors (no-repeat n-grams, multi-token bad words) are judged on *every* beam row, since each
 row's history is ``input_ids`` here (the record knows only the returned hypotheses' histories), and
 faults that post-process generate()'s *output* are invisible here (the live scores are judged).
+
+Its length (about 550 lines) is one concept: the monitor's per-step judgement and the results it
+builds after generate() share the state it keeps; the beam lineage lives in :mod:`ppinvariants.lineage`.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ from .invariants import ALL
 from .invariants._base import MAX_KEPT, REGISTRY, Invariant, Violations, make, merge
 from .invariants.processors import REPLAYED, replay_violation
 from .judge import run_invariants
+from .lineage import beam_lineage, prefix_fingerprints
 from .processing import Processing, differences
 from .record import GenerationRecord, finished_mask, generated_tokens, score_rows, tolerance_for
 from .report import Result
@@ -127,61 +131,6 @@ class _Kept:
 def _with_step(pos: torch.Tensor, step: int) -> torch.Tensor:
     """``[n, 2]`` (row, token) positions of one step as ``[n, 3]`` (row, step, token)."""
     return torch.stack([pos[:, 0], torch.full_like(pos[:, 0], step), pos[:, 1]], dim=1)
-
-
-#: ``(base, modulus)`` of the two polynomial hashes in :func:`prefix_fingerprints`. Both moduli are
-#: primes below 2**31, so every product of two residues fits in int64, and ``h1 * m2 + h2`` does too.
-_HASHES: tuple[tuple[int, int], ...] = ((911_382_323, 2_147_483_647), (972_663_749, 1_000_000_007))
-
-
-def _powers(n: int, base: int, mod: int, device: Any = None) -> torch.Tensor:
-    """``[n]`` int64: ``base**i % mod`` for ``i < n``, by square-and-multiply over the bits of ``i``."""
-    exp = torch.arange(n, dtype=torch.long, device=device)
-    out = torch.ones(n, dtype=torch.long, device=device)
-    b = base % mod
-    for bit in range(max(n - 1, 0).bit_length()):
-        out = torch.where((exp >> bit) & 1 == 1, out * b % mod, out)
-        b = b * b % mod
-    return out
-
-
-def prefix_fingerprints(ids: torch.Tensor) -> torch.Tensor:
-    """``[rows, L]`` int64: column ``t`` fingerprints the prefix ``ids[:, : t + 1]``.
-
-    Two polynomial hashes ``sum_{i <= t} (ids[:, i] + 1) * base**i mod modulus`` (one cumulative sum
-    over the columns each, :data:`_HASHES`), packed as ``h1 * modulus2 + h2``. Equal prefixes have
-    equal fingerprints; different prefixes of the same length share one only if both hashes collide.
-    """
-    ids = ids.long()
-    key = torch.zeros_like(ids)
-    for base, mod in _HASHES:
-        terms = (ids + 1) % mod * _powers(ids.shape[1], base, mod, ids.device)[None, :] % mod
-        key = key * mod + terms.cumsum(dim=1) % mod  # each term < 2**31: the sum fits for L < 2**32
-    return key
-
-
-def beam_lineage(
-    history: torch.Tensor, sequences: torch.Tensor, num_beams: int, num_return_sequences: int
-) -> torch.Tensor:
-    """For each returned row and step, the beam row that chose its token, ``[rows, steps]``; ``-1`` where none did.
-
-    ``history`` is ``[calls, batch * num_beams]``: the fingerprint (:func:`prefix_fingerprints`) of
-    each beam row's ``input_ids`` at each logits-processor call, call ``t`` seeing the decoder start
-    and ``t`` tokens. ``sequences`` are the returned ``[batch * num_return_sequences, 1 + steps]``.
-    Returned row ``r`` (input ``r // num_return_sequences``) chose its token at step ``t`` from the
-    beam row of its own input whose history at call ``t`` is ``sequences[r, : t + 1]``: the first
-    such row (rows with equal histories have equal scores), else ``-1`` (after the hypothesis ended:
-    its prefix then holds eos, which live beam rows do not); steps beyond the last call are ``-1``
-    too. On the tiny models this equals generate()'s ``beam_indices`` (tests/test_streaming.py).
-    """
-    rows, steps = sequences.shape[0], sequences.shape[1] - 1
-    calls = min(steps, history.shape[0])
-    want = prefix_fingerprints(sequences.cpu())[:, :calls]  # [rows, calls]
-    group = torch.arange(rows) // num_return_sequences
-    beams = history[:calls].cpu().reshape(calls, -1, num_beams)[:, group, :].transpose(0, 1)  # [rows, calls, beams]
-    hit = beams == want[:, :, None]
-    found = torch.where(hit.any(dim=-1), group[:, None] * num_beams + hit.int().argmax(dim=-1), -1)
-    return torch.cat([found, torch.full((rows, steps - calls), -1, dtype=found.dtype)], dim=1)
 
 
 # ------------------------------------------------------------------------------ the monitor
@@ -562,12 +511,6 @@ def _results(record: GenerationRecord, streamed: dict[str, Any], names: Iterable
     return run_invariants(record, invs) if invs else []
 
 
-def check_streaming(target: Any, texts: Sequence[str], decoding: Any) -> list[Result]:
-    """Results of the streaming-capable invariants (:data:`STREAMING_INVARIANTS`) for one streamed generation."""
-    record, streamed, _ = stream_capture(target, texts, decoding)
-    return _results(record, streamed, STREAMING_INVARIANTS)
-
-
 def run_streaming(
     target: Any, texts: Sequence[str], decoding: Any, invariants: Iterable[Invariant] | None = None
 ) -> tuple[GenerationRecord, list[Result]]:
@@ -588,7 +531,6 @@ __all__ = [
     "AUTO_THRESHOLD_BYTES",
     "STREAMING_INVARIANTS",
     "StreamingMonitor",
-    "check_streaming",
     "projected_step_bytes",
     "run_streaming",
     "should_stream",

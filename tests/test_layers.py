@@ -31,6 +31,7 @@ LAYERS: dict[str, int] = {
     "ppinvariants.processing": 2,
     # what one generate() produced; the tiny model zoo (its calibration reads records' first-eos mask)
     "ppinvariants.texts": 0,
+    "ppinvariants.lineage": 0,
     "ppinvariants.masks": 0,
     "ppinvariants.record": 3,
     # the tiny model zoo: imports only the bottom layer (texts, masks, conventions, _compat)

@@ -11,7 +11,6 @@ from hypothesis import HealthCheck, Phase, find, given, settings
 from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
 
-from ppinvariants import _compat
 from ppinvariants.capture import _max_positions, capture
 from ppinvariants.decoding import Decoding
 from ppinvariants.strategies import decodings, register_profiles, text_batches, texts
@@ -94,8 +93,21 @@ def test_decodings_are_consistent_configs(target: Target, data: Any) -> None:
     forbidden |= set(target.conventions.eos_token_ids)
     assert not banned & forbidden, banned & forbidden
     assert all(0 <= i < len(target.tokenizer) for i in banned)
-    config = transformers.GenerationConfig(**d.generate_kwargs())
-    _compat.validate_generation_config(config)
+    _validate_strictly(transformers.GenerationConfig(**d.generate_kwargs()))
+
+
+def _validate_strictly(config) -> None:  # noqa: ANN001
+    """``config.validate(strict=True)`` (5.x): raise on any inconsistency; 4.x has no ``strict`` and
+    only warns, so its warnings are raised as errors."""
+    import inspect
+    import warnings
+
+    if "strict" in inspect.signature(config.validate).parameters:
+        config.validate(strict=True)
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        config.validate()
 
 
 @settings(FAST, max_examples=15, derandomize=True)

@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 import torch
 
-from ppinvariants import streaming, zoo
+from ppinvariants import lineage, streaming, zoo
 from ppinvariants.capture import capture
 from ppinvariants.decoding import BEAM, DEFAULT_TEXTS, GREEDY, SAMPLE
 from ppinvariants.invariants import REGISTRY
@@ -26,6 +26,8 @@ from ppinvariants.selftest import FAULTS
 from ppinvariants.targets import load_target
 
 TEXTS = list(DEFAULT_TEXTS)
+#: The streaming-capable invariants: what the monitor and the record-based checks must agree on.
+STREAMED_CHECKS = [REGISTRY[n] for n in streaming.STREAMING_INVARIANTS]
 DECODINGS = (GREEDY, BEAM, SAMPLE)
 
 #: Faults injected inside generate() (model hooks, config, tokenizer): streaming sees them as the record does.
@@ -78,7 +80,7 @@ def _both(target, decoding) -> tuple[tuple[set, set] | str, tuple[set, set] | st
     """(streaming, record) summaries of the streaming-capable invariants; an exception's type name if generate() raised."""
     out = []
     for run in (
-        lambda: streaming.check_streaming(target, TEXTS, decoding),
+        lambda: streaming.run_streaming(target, TEXTS, decoding, STREAMED_CHECKS)[1],
         lambda: run_invariants(
             capture(target, TEXTS, decoding, evidence=False),
             [REGISTRY[n] for n in streaming.STREAMING_INVARIANTS],
@@ -115,7 +117,9 @@ def test_streaming_agrees_with_record_on_faults(fault) -> None:
 def test_streaming_catches_the_per_step_faults() -> None:
     target = load_target("tiny:bart")
     next(f for f in FAULTS if f.name == "unexplained_neg_inf").inject(target)
-    failed = {r.invariant for r in streaming.check_streaming(target, TEXTS, GREEDY) if r.status == "fail"}
+    failed = {
+        r.invariant for r in streaming.run_streaming(target, TEXTS, GREEDY, STREAMED_CHECKS)[1] if r.status == "fail"
+    }
     assert "neg_inf_only_where_processors_explain" in failed
 
 
@@ -157,7 +161,7 @@ def test_history_processors_judged_on_every_beam_row() -> None:
     assert stream_summary[0] == record_summary[0]  # same statuses
     name = "neg_inf_only_where_processors_explain"
     # totals: streaming judges at least as many cells as the record (the kept first 20 may differ)
-    stream = {r.invariant: r for r in streaming.check_streaming(target, TEXTS, decoding)}
+    stream = {r.invariant: r for r in streaming.run_streaming(target, TEXTS, decoding, STREAMED_CHECKS)[1]}
     rec = {r.invariant: r for r in run_invariants(capture(target, TEXTS, decoding, evidence=False), [REGISTRY[name]])}
     assert stream[name].total_violations >= rec[name].total_violations > 0
 
@@ -186,9 +190,9 @@ def test_projected_size_formula() -> None:
 
 def test_prefix_fingerprints_are_cumulative_and_content_based() -> None:
     ids = torch.tensor([[2, 5, 7, 9], [2, 5, 7, 8], [0, 5, 7, 9], [2, 5, 7, 9]])
-    fp = streaming.prefix_fingerprints(ids)
+    fp = lineage.prefix_fingerprints(ids)
     for t in range(ids.shape[1]):  # column t is what a call seeing ids[:, : t + 1] keeps
-        assert torch.equal(fp[:, t], streaming.prefix_fingerprints(ids[:, : t + 1])[:, -1])
+        assert torch.equal(fp[:, t], lineage.prefix_fingerprints(ids[:, : t + 1])[:, -1])
     assert torch.equal(fp[0], fp[3])  # equal histories, equal fingerprints
     assert fp[0, 2] == fp[1, 2] and fp[0, 3] != fp[1, 3]  # prefixes part where the rows do
     assert (fp[0] != fp[2]).all()  # the first token counts (and token 0 is not the empty prefix)
@@ -202,7 +206,7 @@ def test_beam_lineage_on_a_hand_built_search() -> None:
         torch.tensor([[start, 4], [start, 3], [start, 5], [start, 6]]),
         torch.tensor([[start, 3, 7], [start, 4, 8], [start, 6, 3], [start, 6, 2]]),
     ]
-    history = torch.stack([streaming.prefix_fingerprints(ids)[:, -1] for ids in calls])
+    history = torch.stack([lineage.prefix_fingerprints(ids)[:, -1] for ids in calls])
     sequences = torch.tensor(
         [
             [start, 3, 7, 2],  # call 1: row 1 ([0, 3]); call 2: row 0 ([0, 3, 7])
@@ -212,9 +216,9 @@ def test_beam_lineage_on_a_hand_built_search() -> None:
         ]
     )
     want = torch.tensor([[0, 1, 0], [0, 0, 1], [2, 2, -1], [2, 3, 3]])
-    assert torch.equal(streaming.beam_lineage(history, sequences, num_beams=2, num_return_sequences=2), want)
+    assert torch.equal(lineage.beam_lineage(history, sequences, num_beams=2, num_return_sequences=2), want)
     # calls 0 and 1 only: steps past the last call have no beam row
-    short = streaming.beam_lineage(history[:2], sequences, num_beams=2, num_return_sequences=2)
+    short = lineage.beam_lineage(history[:2], sequences, num_beams=2, num_return_sequences=2)
     assert torch.equal(short, torch.cat([want[:, :2], torch.full((4, 1), -1)], dim=1))
 
 
