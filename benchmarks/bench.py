@@ -32,7 +32,7 @@ from typing import Any
 import torch
 import transformers
 
-from ppinvariants.capture import capture
+from ppinvariants.capturing import capture
 from ppinvariants.decoding import DEFAULT_DECODINGS, DEFAULT_TEXTS, Decoding
 from ppinvariants.invariants import REGISTRY
 from ppinvariants.judge import run_invariants

@@ -19,8 +19,8 @@ __version__ = "0.1.0"
 _PUBLIC: dict[str, str] = {
     "check": "runner",
     "check_loaded": "runner",
-    "capture": "capture",
-    "encode": "capture",
+    "capture": "capturing",
+    "encode": "capturing",
     "Decoding": "decoding",
     "GREEDY": "decoding",
     "BEAM": "decoding",

@@ -243,7 +243,7 @@ def _selftest(args: argparse.Namespace) -> int:
 
 def _explain(args: argparse.Namespace) -> int:
 
-    from .capture import encode
+    from .capturing import encode
     from .decoding import GREEDY
     from .explain import explain, plot, render
     from .targets import load_target

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from .capture import capture
+from .capturing import capture
 from .decoding import GREEDY, Decoding
 from .errors import UsageError
 from .record import finished_mask, generated_tokens, log_probs

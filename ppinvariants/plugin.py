@@ -392,11 +392,11 @@ def ppi_decoding(request: pytest.FixtureRequest) -> Decoding:
 @pytest.fixture
 def ppi_capture(ppi_target: Target, request: pytest.FixtureRequest) -> Callable[..., GenerationRecord]:
     """A function ``(texts, decoding=GREEDY, **kwargs) -> GenerationRecord`` that runs
-    :func:`ppinvariants.capture.capture` on the current target (``kwargs`` go to ``capture``;
+    :func:`ppinvariants.capturing.capture` on the current target (``kwargs`` go to ``capture``;
     ``evidence`` defaults to ``"thorough"`` under ``--ppi-thorough``, else ``"standard"``).
     Invalid inputs or decoding configs fail the test with a one-line message; an exception raised
     by ``generate()`` itself propagates with its traceback."""
-    from .capture import capture
+    from .capturing import capture
     from .decoding import GREEDY
     from .errors import PPIError
 

@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 
 from . import progress as _progress
-from .capture import capture
+from .capturing import capture
 from .decoding import DEFAULT_DECODINGS, DEFAULT_TEXTS, Decoding, resolve
 from .errors import PPIError
 from .invariants import Invariant

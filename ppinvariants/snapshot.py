@@ -64,13 +64,13 @@ def take_snapshot(
     texts: Sequence[str] | None = None,
     decodings: Sequence[Decoding] | None = None,
 ) -> dict[str, Any]:
-    """Generate on ``texts`` (default :data:`~ppinvariants.capture.DEFAULT_TEXTS`) under each of
+    """Generate on ``texts`` (default :data:`~ppinvariants.capturing.DEFAULT_TEXTS`) under each of
     ``decodings`` (default greedy, beam and sampling) and return the snapshot as a JSON-ready dict.
 
     ``target`` is a loaded :class:`~ppinvariants.targets.Target` or a spec for
     :func:`~ppinvariants.targets.load_target` (loaded on the CPU in float32).
     """
-    from .capture import capture
+    from .capturing import capture
     from .decoding import DEFAULT_DECODINGS, DEFAULT_TEXTS
     from .record import chosen_logprobs, finished_mask, generated_tokens
     from .targets import load_target

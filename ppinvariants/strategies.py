@@ -4,7 +4,7 @@
   fit the model's positions;
 * :func:`text_batches` draws lists of such strings with very different lengths, so that padding
   happens;
-* :func:`decodings` draws :class:`~ppinvariants.capture.Decoding` configs that ``generate()``
+* :func:`decodings` draws :class:`~ppinvariants.capturing.Decoding` configs that ``generate()``
   accepts: greedy search, beam search and sampling.
 
 Every value is built valid (nothing is thrown away with ``.filter``), and every draw shrinks
@@ -349,7 +349,7 @@ def decodings(
     kinds: Sequence[str] = _DECODING_KINDS,
     bad_words: bool = True,
 ) -> st.SearchStrategy[Decoding]:
-    """:class:`~ppinvariants.capture.Decoding` configs that ``generate()`` accepts.
+    """:class:`~ppinvariants.capturing.Decoding` configs that ``generate()`` accepts.
 
     ``kinds`` picks among ``"greedy"``, ``"beam"`` (``num_beams`` from ``num_beams``, which must
     draw >= 2; ``1 <= num_return_sequences <= num_beams``; optional ``length_penalty``) and

@@ -42,7 +42,7 @@ import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
 from . import _compat
-from .capture import capture
+from .capturing import capture
 from .decoding import resolve
 from .errors import NotApplicable, NotJudged
 from .invariants import ALL
@@ -197,7 +197,7 @@ class StreamingMonitor(LogitsProcessor):
             self._observe(input_ids, scores.detach())
 
     def prepare(self, processing: Processing | None, error: str = "") -> None:
-        """Take the reference processors :func:`~ppinvariants.capture.capture` built for this call (on the model's device)."""
+        """Take the reference processors :func:`~ppinvariants.capturing.capture` built for this call (on the model's device)."""
         self.processing = processing
         self.processing_error = error
 
@@ -426,7 +426,7 @@ class StreamingMonitor(LogitsProcessor):
     def beam_rows(self, record: GenerationRecord) -> torch.Tensor:
         """For each returned row and step, the beam row that chose the token, ``[rows, steps]`` (``-1`` after the end).
 
-        :func:`~ppinvariants.capture.score_rows` (generate()'s ``beam_indices``) when the record
+        :func:`~ppinvariants.capturing.score_rows` (generate()'s ``beam_indices``) when the record
         has them, else :meth:`reconstructed_beam_rows`.
         """
         if record.beam_indices is not None:
@@ -445,7 +445,7 @@ class StreamingMonitor(LogitsProcessor):
         """Chosen-token log-probs of the returned hypotheses from the per-step top-k, ``[rows, steps]``.
 
         The top-k row of each returned row and step is :meth:`beam_rows` (``-1`` read as row 0, as
-        :func:`~ppinvariants.capture.chosen_logprobs` does; those positions are masked by the checks).
+        :func:`~ppinvariants.capturing.chosen_logprobs` does; those positions are masked by the checks).
 
         A token missing from its row's top-k has a log-prob at most the k-th: ``-inf`` when that is
         ``-inf`` (a tie among banned tokens), else beam search selected a token it could not have

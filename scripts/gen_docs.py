@@ -26,8 +26,8 @@ DATE_LINE = "Produced on "
 HEAD = """# Architecture coverage
 
 Every architecture of the offline tiny zoo (`ppinvariants.zoo.ALL_ARCHITECTURES`) checked with
-the default invariants under greedy search, beam search (4 beams, 2 returned) and sampling
-(temperature 0.8, top-k 40, top-p 0.9).
+the default invariants under greedy search, beam search (4 beams, 2 returned), sampling
+(temperature 0.8, top-k 40, top-p 0.9) and the checkpoint's own generation config (`checkpoint`).
 
 {date_line}
 

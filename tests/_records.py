@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 
-from ppinvariants.capture import capture
+from ppinvariants.capturing import capture
 from ppinvariants.decoding import BEAM, DEFAULT_TEXTS, GREEDY, SAMPLE
 from ppinvariants.record import GenerationRecord
 from ppinvariants.targets import Target, load_target

@@ -6,7 +6,7 @@ import pytest
 import torch
 from _records import healthy_record
 
-from ppinvariants.capture import capture
+from ppinvariants.capturing import capture
 from ppinvariants.decoding import BEAM, DEFAULT_TEXTS, GREEDY, SAMPLE
 from ppinvariants.invariants import REGISTRY
 from ppinvariants.targets import load_target

@@ -12,7 +12,7 @@ import json
 import pytest
 
 from ppinvariants import zoo
-from ppinvariants.capture import capture
+from ppinvariants.capturing import capture
 from ppinvariants.cli import main
 from ppinvariants.coverage import render_markdown, render_text, run_coverage
 from ppinvariants.decoding import DEFAULT_TEXTS, GREEDY

@@ -89,9 +89,12 @@ def _all_neg_inf_row(rec: GenerationRecord) -> None:
 
 
 def _unexplained_neg_inf(rec: GenerationRecord) -> None:
-    # At step 8 of the score row that returned row 0 came from (beam search judges only known histories).
-    row = int(source_rows(rec)[0, 8])
-    rec.scores[row, 8, _ordinary_token(rec)] = float("-inf")
+    # At the latest step (up to 8) of a score row a returned hypothesis passed through: beam search
+    # judges only rows whose history is known.
+    src = source_rows(rec)
+    step = max(t for t in range(min(9, src.shape[1])) if bool((src[:, t] >= 0).any()))
+    row = int(src[:, step][src[:, step] >= 0][0])
+    rec.scores[row, step, _ordinary_token(rec)] = float("-inf")
 
 
 def _penalty_applied_twice(rec: GenerationRecord) -> None:

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from ppinvariants import _compat
-from ppinvariants.capture import capture
+from ppinvariants.capturing import capture
 from ppinvariants.decoding import DEFAULT_TEXTS, SAMPLE
 from ppinvariants.invariants import REGISTRY
 from ppinvariants.invariants.processors import REPLAYED

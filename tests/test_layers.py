@@ -8,6 +8,7 @@ never run, are left out. A new module must be given its layer here.
 from __future__ import annotations
 
 import ast
+import importlib
 from pathlib import Path
 
 import ppinvariants
@@ -16,7 +17,8 @@ PACKAGE = Path(ppinvariants.__file__).parent
 
 #: Bottom (0) to top. A module may import only modules of a lower layer.
 LAYERS: dict[str, int] = {
-    # the version, and the public names, which load their modules on first use (importlib: not an edge)
+    # the version, and the public names, which load their modules on first use (importlib: not an edge;
+    # no public name is also a submodule's name, which importing that submodule would overwrite)
     "ppinvariants": -1,
     # facts and plain data: errors, lengths, progress lines, the report types
     "ppinvariants.errors": 0,
@@ -45,7 +47,7 @@ LAYERS: dict[str, int] = {
     # re-runs of the model, gathered once per record
     "ppinvariants.evidence": 6,
     # encode + generate (+ evidence)
-    "ppinvariants.capture": 7,
+    "ppinvariants.capturing": 7,
     # the invariants: pure functions of a record
     "ppinvariants.invariants._base": 8,
     "ppinvariants.known_issues": 8,
@@ -130,6 +132,17 @@ def test_imports_only_go_down() -> None:
         if LAYERS[d] >= LAYERS[m]
     ]
     assert not upward, upward
+
+
+def test_public_names_are_not_shadowed_by_submodules() -> None:
+    """Importing ``ppinvariants.X`` sets the package attribute ``X`` to that module: a public name equal to a
+    submodule's would turn into the module once anything imports it (``capture`` did, before the rename)."""
+    submodules = {name.split(".")[1] for name in _modules() if name.count(".") >= 1}
+    assert not submodules & set(ppinvariants.__all__)
+    importlib.import_module("ppinvariants.runner")  # loads every core module, as a user's own imports may
+    from ppinvariants import capture, check, run_invariants
+
+    assert callable(capture) and callable(check) and callable(run_invariants)
 
 
 def test_no_import_cycle() -> None:

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ppinvariants import zoo
-from ppinvariants.capture import capture
+from ppinvariants.capturing import capture
 from ppinvariants.decoding import GREEDY
 from ppinvariants.lengths import FALLBACK_LIMIT, input_limit, max_input_tokens
 from ppinvariants.runner import check_loaded

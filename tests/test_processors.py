@@ -12,7 +12,7 @@ import torch
 from _records import tiny_target
 
 from ppinvariants import zoo
-from ppinvariants.capture import capture
+from ppinvariants.capturing import capture
 from ppinvariants.decoding import BEAM, DEFAULT_TEXTS, GREEDY
 from ppinvariants.invariants import REGISTRY
 from ppinvariants.judge import run_invariants

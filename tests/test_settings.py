@@ -18,7 +18,7 @@ import pytest
 from _records import tiny_target
 
 from ppinvariants import _compat
-from ppinvariants.capture import capture
+from ppinvariants.capturing import capture
 from ppinvariants.decoding import DEFAULT_TEXTS, Decoding, decoding_from_file
 from ppinvariants.judge import run_invariants
 from ppinvariants.runner import check_loaded
@@ -193,8 +193,10 @@ def _drops(decoding: Decoding, target: Target) -> None:
 def test_a_setting_generate_drops_is_caught(name: str, kind: str) -> None:
     # A fresh copy (the fault wraps its generate()); t5 where bart's own config sets the same (forced eos).
     target = load_target("tiny:t5" if name == "forced_eos_token_id" else "tiny:bart")
-    # Sampling without top-k: a dropped ban on a token top-k removes anyway would change nothing.
-    decoding = decoding_for(name, kind, target, **({"top_k": 0} if kind == "sample" else {}))
+    # Sampling without top-k: a dropped ban on a token top-k removes anyway would change nothing; and at
+    # least 6 new tokens, so that the hypotheses live long enough for every setting to act on them.
+    extra = {"min_new_tokens": 6, **({"top_k": 0} if kind == "sample" else {})}
+    decoding = decoding_for(name, kind, target, **extra)
     _drops(decoding, target)
     results = run_invariants(capture(target, TEXTS, decoding, evidence=False))
     fired = {r.invariant for r in results if r.status == "fail"}

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from ppinvariants import zoo
-from ppinvariants.capture import capture
+from ppinvariants.capturing import capture
 from ppinvariants.cli import main
 from ppinvariants.decoding import GREEDY
 from ppinvariants.record import chosen_logprobs

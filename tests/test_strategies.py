@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, Phase, find, given, settings
 from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
 
-from ppinvariants.capture import _max_positions, capture
+from ppinvariants.capturing import _max_positions, capture
 from ppinvariants.decoding import Decoding
 from ppinvariants.strategies import decodings, register_profiles, text_batches, texts
 from ppinvariants.targets import Target, load_target

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from ppinvariants import lineage, streaming, zoo
-from ppinvariants.capture import capture
+from ppinvariants.capturing import capture
 from ppinvariants.decoding import BEAM, DEFAULT_TEXTS, GREEDY, SAMPLE
 from ppinvariants.invariants import REGISTRY
 from ppinvariants.invariants.processors import REPLAYED

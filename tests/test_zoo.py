@@ -128,7 +128,7 @@ def test_unknown_arch_is_a_clear_error() -> None:
 
 
 def test_generation_is_seed_stable(arch: str) -> None:
-    from ppinvariants.capture import capture
+    from ppinvariants.capturing import capture
 
     target = tiny_target(arch)
     a = capture(target, ["Hello world."], GREEDY)

@@ -25,7 +25,7 @@ from hypothesis import HealthCheck, Phase, given, note, settings
 from hypothesis import strategies as st
 
 from ppinvariants._compat import quiet_transformers
-from ppinvariants.capture import capture
+from ppinvariants.capturing import capture
 from ppinvariants.decoding import DEFAULT_DECODINGS, DEFAULT_TEXTS, GREEDY, Decoding
 from ppinvariants.invariants import ALL, Invariant
 from ppinvariants.judge import run_invariants
