@@ -7,13 +7,13 @@ once, at capture time, and kept as plain tensors in :class:`Evidence`.
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import torch
 
 from . import _compat
+from .decoding import effective_generation_config
 from .lengths import input_limit
 from .rescoring import generation_mask, teacher_forced_logits, token_logprobs
 
@@ -66,8 +66,7 @@ class Evidence:
 def _generate(target: Any, batch: dict[str, torch.Tensor], decoding: Any, **override: Any) -> Rerun:
     from .record import stack_steps
 
-    gen_config = copy.deepcopy(target.model.generation_config)
-    gen_config.update(**{**decoding.generate_kwargs(), **override})
+    gen_config = effective_generation_config(target.model.generation_config, decoding.replace(**override))
     gen_config.return_dict_in_generate = True
     gen_config.output_scores = True
     torch.manual_seed(decoding.seed)
@@ -281,8 +280,7 @@ def _generate_grad_logprob(
     """Sequence log-probs from the raw logits of a ``generate()`` run with autograd on (greedy)."""
     from .record import finished_mask, generated_tokens, masked_sum
 
-    gen_config = copy.deepcopy(target.model.generation_config)
-    gen_config.update(**record.decoding.generate_kwargs())
+    gen_config = effective_generation_config(target.model.generation_config, record.decoding)
     gen_config.return_dict_in_generate = True
     gen_config.output_scores = True
     if not _compat.has_output_logits():

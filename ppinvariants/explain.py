@@ -12,12 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from .capturing import capture
 from .decoding import GREEDY, Decoding
 from .errors import UsageError
-from .record import finished_mask, generated_tokens, log_probs
+from .record import entropy, finished_mask, generated_tokens, log_probs
 
 
 @dataclass(frozen=True)
@@ -38,7 +36,7 @@ def explain(target: Any, text: str, *, top_k: int = 5, decoding: Decoding = GREE
     record = capture(target, [text], decoding, evidence=False)
     lp = log_probs(record.scores[0])  # [steps, V]: row 0 is the only row in greedy search
     p = lp.exp()
-    entropy = torch.where(p > 0, -p * lp, torch.zeros_like(lp)).sum(dim=-1)
+    entropies = entropy(p)
     top_p, top_i = p.topk(min(top_k, p.shape[-1]), dim=-1)
     tokens = generated_tokens(record)[0]
     chosen = lp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
@@ -56,7 +54,7 @@ def explain(target: Any, text: str, *, top_k: int = 5, decoding: Decoding = GREE
                 token_id=int(tokens[t]),
                 token=str(names[t + 1]),
                 logprob=float(chosen[t]),
-                entropy=float(entropy[t]),
+                entropy=float(entropies[t]),
                 top=[
                     (int(i), str(tok.convert_ids_to_tokens(int(i))), float(q))
                     for i, q in zip(top_i[t].tolist(), top_p[t].tolist(), strict=True)

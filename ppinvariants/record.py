@@ -212,6 +212,13 @@ def log_probs(scores: torch.Tensor) -> torch.Tensor:
     return torch.log_softmax(scores.float(), dim=-1)
 
 
+def entropy(probs: torch.Tensor) -> torch.Tensor:
+    """The entropy of each distribution along the last axis: ``-sum p log p``, with ``0 log 0 = 0`` (the
+    convention) and NaN kept (``xlogy``), so that an invalid distribution shows. The one definition,
+    shared by the entropy check, streaming mode, ``explain`` and the violation contexts."""
+    return -torch.special.xlogy(probs, probs).sum(dim=-1)
+
+
 def score_logprobs(record: GenerationRecord) -> torch.Tensor:
     """``log_softmax`` of the record's step scores, ``[score_rows, steps, V]``, computed once per record."""
     return record.derived("score_logprobs", (record.scores,), lambda: log_probs(record.scores))

@@ -51,7 +51,7 @@ from .invariants.processors import REPLAYED, replay_violation
 from .judge import run_invariants
 from .lineage import beam_lineage, prefix_fingerprints
 from .processing import Processing, differences
-from .record import GenerationRecord, finished_mask, generated_tokens, score_rows, tolerance_for
+from .record import GenerationRecord, entropy, finished_mask, generated_tokens, score_rows, tolerance_for
 from .report import Result
 
 #: Projected size of the stacked step tensors (``rows x max_new_tokens x V x 4 bytes x 2``, scores and
@@ -238,13 +238,11 @@ class StreamingMonitor(LogitsProcessor):
         sums = p.sum(dim=-1)
         bad = (~((sums - 1).abs() <= tol)).nonzero().flatten()  # NaN compares False: caught
         self.kept["sum"].add(torch.stack([bad, torch.full_like(bad, t)], 1), sums[bad])
-        # 0 * log 0 is 0 by convention; NaN in lp stays NaN and is reported (as the record check does)
-        terms = torch.where(p > 0, -p * lp, torch.where(torch.isnan(lp), lp, torch.zeros_like(lp)))
-        h = terms.sum(dim=-1)
+        h = entropy(p)
         upper = math.log(s.shape[-1])
         bad = (~((h >= -tol) & (h <= upper + tol))).nonzero().flatten()
         self.kept["entropy"].add(torch.stack([bad, torch.full_like(bad, t)], 1), h[bad])
-        del p, terms
+        del p
         self._judge_processing(input_ids, s, t)
         if self.rows_match:
             self.prev_lp = lp

@@ -72,7 +72,7 @@ def generated_context(record: GenerationRecord, row: int, step: int, width: int 
 
 def step_summary(record: GenerationRecord, row: int, step: int, k: int = 3) -> str:
     """``; top: 'a' 0.41, 'b' 0.20, 'c' 0.10; entropy 2.31`` for the step distribution behind ``row``, as explain shows it."""
-    from ..record import NOT_KEPT, log_probs, score_rows
+    from ..record import NOT_KEPT, entropy, log_probs, score_rows
 
     if record.scores is None or record.scores is NOT_KEPT or step >= record.scores.shape[1] or step >= record.steps:
         return ""
@@ -83,10 +83,10 @@ def step_summary(record: GenerationRecord, row: int, step: int, k: int = 3) -> s
     p = lp.exp()
     if not bool(torch.isfinite(p).all()):
         return "; top: (not a distribution)"
-    entropy = float(torch.where(p > 0, -p * lp, torch.zeros_like(p)).sum())
+    h = float(entropy(p))
     top_p, top_i = p.topk(min(k, p.shape[-1]))
     top = ", ".join(f"{record.token_text(int(i))!r} {float(q):.2f}" for q, i in zip(top_p, top_i, strict=True))
-    return f"; top: {top}; entropy {entropy:.2f}"
+    return f"; top: {top}; entropy {h:.2f}"
 
 
 def beam_row_context(record: GenerationRecord, beam_row: int, step: int, k: int = 3) -> str:

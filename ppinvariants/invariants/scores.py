@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from ..record import GenerationRecord, score_probs
+from ..record import GenerationRecord, entropy, score_probs
 from ..report import Violation
 from ._base import from_positions, invariant, make, merge
 
@@ -96,8 +96,7 @@ def step_entropy_within_bounds(record: GenerationRecord) -> list[Violation]:
     outside means the scores are not a valid distribution (NaN, wrong axis normalised).
     """
     name = "step_entropy_within_bounds"
-    # xlogy(p, p) is p * log p with 0 * log 0 = 0 (the convention) and NaN kept (then reported).
-    h = -torch.special.xlogy(score_probs(record), score_probs(record)).sum(dim=-1)
+    h = entropy(score_probs(record))
     upper = math.log(record.scores.shape[-1])
     tol = record.tolerance
     bad = (~((h >= -tol) & (h <= upper + tol))).nonzero()
