@@ -1,14 +1,15 @@
 """Regenerate the docs that state results, from the commands that produce them; never edit them by hand.
 
-    python scripts/gen_docs.py            # rewrite docs/coverage.md (dated)
-    python scripts/gen_docs.py --check    # exit 1 when the committed docs/coverage.md differs (dates ignored)
+    python scripts/gen_docs.py            # rewrite docs/coverage.md (dated) and the README's bad-input table
+    python scripts/gen_docs.py --check    # exit 1 when the committed docs differ (dates ignored)
 
 ``docs/coverage.md`` is ``ppinvariants coverage --markdown`` on every zoo architecture, with a dated
 header naming the versions. ``--check`` (run in ``.ci/run``) compares only deterministic content:
 the table and its notes, not the date. Timings are machine-dependent and are not generated here
 (``benchmarks/bench.py`` measures them, on request).
 
-Not generated yet: the README's bad-input table and timings (see the report of issue #16).
+The README's bad-input table (between ``<!-- bad-input:start -->`` and ``<!-- bad-input:end -->``) is
+each case run through ``ppinvariants.cli.main`` in this process: its exit code and the line it prints.
 """
 
 from __future__ import annotations
@@ -60,6 +61,107 @@ def coverage_doc(today: str) -> str:
     return HEAD.format(date_line=date_line) + render_markdown(cov) + "\n"
 
 
+README = ROOT / "README.md"
+BAD_START, BAD_END = "<!-- bad-input:start -->", "<!-- bad-input:end -->"
+
+
+def _bad_input_cases(tmp: Path) -> list[tuple[str, list[str]]]:
+    """(what the case is, the ``ppinvariants`` arguments), with the files each case needs made under ``tmp``."""
+    import json
+    import shutil
+
+    from ppinvariants.zoo import tiny_checkpoint
+
+    def folder(name: str, config: str | None = None) -> str:
+        path = tmp / name
+        path.mkdir()
+        if config is not None:
+            (path / "config.json").write_text(config)
+        return str(path)
+
+    bart = tiny_checkpoint("bart")
+    no_tok = tmp / "no-tokenizer"
+    no_tok.mkdir()
+    for f in ("config.json", "generation_config.json", "model.safetensors"):
+        shutil.copy(bart / f, no_tok / f)
+    pickled = tmp / "pickle-only"
+    shutil.copytree(bart, pickled)
+    import torch
+    from safetensors.torch import load_file
+
+    torch.save(load_file(pickled / "model.safetensors"), pickled / "pytorch_model.bin")
+    (pickled / "model.safetensors").unlink()
+    remote = tmp / "own-code"
+    shutil.copytree(bart, remote)
+    config = json.loads((remote / "config.json").read_text())
+    config["auto_map"] = {"AutoModelForSeq2SeqLM": "modeling_mine.MyModel"}
+    (remote / "config.json").write_text(json.dumps(config))
+    long_text = " ".join(["word"] * 2000)
+    quiet = ["--quiet", "--decoding", "greedy"]
+    return [
+        ("missing path", ["check", str(tmp / "no-such-dir"), *quiet]),
+        ("directory without `config.json`", ["check", folder("empty"), *quiet]),
+        ("corrupt `config.json`", ["check", folder("corrupt", "{not json"), *quiet]),
+        ("decoder-only model (GPT-2 ...)", ["check", folder("gpt2", '{"model_type": "gpt2"}'), *quiet]),
+        ("non-text model (Whisper ...)", ["check", folder("whisper", '{"model_type": "whisper"}'), *quiet]),
+        ("missing tokenizer files", ["check", str(no_tok), *quiet]),
+        ("pickle-only checkpoint", ["check", str(pickled), *quiet]),
+        ("checkpoint with its own code (`auto_map`)", ["check", str(remote), *quiet]),
+        ("hub id not in the local cache", ["check", "someone/some-model", *quiet]),
+        ("factory without that callable", ["check", "scripts/gen_docs.py:no_such_factory", *quiet]),
+        ("empty or whitespace-only text", ["check", "tiny:bart", "--text", "   ", *quiet]),
+        ("text longer than the model accepts", ["check", "tiny:bart", "--text", long_text, "--decoding", "greedy"]),
+        ("unknown device", ["check", "tiny:bart", "--device", "tpu", *quiet]),
+        ("unknown dtype", ["check", "tiny:bart", "--dtype", "int8", *quiet]),
+        ("unknown `generate()` setting", ["check", "tiny:bart", "--decoding", 'x={"tempreature": 0.7}', "-q"]),
+        ("invalid setting value", ["check", "tiny:bart", "--decoding", 'x={"do_sample": true, "top_p": 2}', "-q"]),
+        ("settings that are not JSON", ["check", "tiny:bart", "--decoding", "x={top_p: 0.9}", "-q"]),
+        ("missing generation config file", ["check", "tiny:bart", "--generation-config", "nowhere.json", "-q"]),
+        ("two decodings with one name", ["check", "tiny:bart", "--decoding", "greedy", "--decoding", "greedy", "-q"]),
+        ("unknown option", ["check", "tiny:bart", "--no-such-option"]),
+    ]
+
+
+def bad_input_table() -> str:
+    """The README's bad-input table: each case's exit code and what it prints (its error line, or its note)."""
+    import contextlib
+    import io
+    import os
+    import tempfile
+
+    from ppinvariants.cli import main as cli
+
+    rows = ["| input | exit | what you see |", "|---|---|---|"]
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        cwd = os.getcwd()
+        os.chdir(ROOT)
+        try:
+            for what, argv in _bad_input_cases(tmp):
+                out, err = io.StringIO(), io.StringIO()
+                with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                    try:
+                        code = cli(argv)
+                    except SystemExit as e:  # argparse's own errors
+                        code = int(e.code or 0)
+                lines = (err.getvalue() + out.getvalue()).splitlines()
+                shown = next((ln for ln in lines if ln.startswith("ppinvariants: error:")), None)
+                if shown is None:
+                    shown = next((ln.strip() for ln in lines if ln.strip().startswith("note:")), "(no message)")
+                shown = shown.replace(str(tmp), "TMP").replace(str(ROOT), ".")
+                if len(shown) > 240:
+                    shown = shown[:237] + "..."
+                rows.append(f"| {what} | {code} | `{shown}` |")
+        finally:
+            os.chdir(cwd)
+    return "\n".join(rows)
+
+
+def _with_bad_input_table(readme: str, table: str) -> str:
+    start, end = readme.index(BAD_START) + len(BAD_START), readme.index(BAD_END)
+    return readme[:start] + "\n" + table + "\n" + readme[end:]
+
+
 def _deterministic(text: str) -> list[str]:
     """The lines ``--check`` compares: all but the dated one."""
     return [line for line in text.splitlines() if not line.startswith(DATE_LINE)]
@@ -69,6 +171,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="compare with the committed docs; exit 1 on a difference")
     args = parser.parse_args(argv)
+    readme = README.read_text(encoding="utf-8")
+    new_readme = _with_bad_input_table(readme, bad_input_table())
+    if args.check and new_readme != readme:
+        diff = difflib.unified_diff(readme.splitlines(), new_readme.splitlines(), "README.md", "README.md (generated)")
+        print("\n".join(diff))
+        print("README.md's bad-input table is out of date: run python scripts/gen_docs.py", file=sys.stderr)
+        return 1
+    if not args.check:
+        README.write_text(new_readme, encoding="utf-8")
+        print("wrote the bad-input table of README.md")
     generated = coverage_doc(_dt.date.today().isoformat())
     if args.check:
         committed = COVERAGE.read_text(encoding="utf-8") if COVERAGE.exists() else ""

@@ -30,3 +30,17 @@ def test_check_compares_everything_but_the_date() -> None:
 @pytest.mark.slow
 def test_committed_coverage_doc_matches_the_command() -> None:
     assert _module().main(["--check"]) == 0
+
+
+def test_bad_input_table_replaces_only_its_block() -> None:
+    gen = _module()
+    readme = f"# x\nbefore\n{gen.BAD_START}\nold table\n{gen.BAD_END}\nafter\n"
+    new = gen._with_bad_input_table(readme, "| a | 2 | `b` |")
+    assert new == f"# x\nbefore\n{gen.BAD_START}\n| a | 2 | `b` |\n{gen.BAD_END}\nafter\n"
+
+
+def test_committed_bad_input_table_matches_the_commands() -> None:
+    """Every case of the README's table, run again, prints what the table says (about 10 s)."""
+    gen = _module()
+    readme = gen.README.read_text(encoding="utf-8")
+    assert gen._with_bad_input_table(readme, gen.bad_input_table()) == readme
