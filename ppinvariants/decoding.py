@@ -161,6 +161,11 @@ class Decoding:
                     f"decoding {self.name}: unknown generate() setting {key!r} "
                     "(not a GenerationConfig attribute of this transformers version)"
                 )
+        if self.get("forced_decoder_ids") is not None:
+            raise UsageError(
+                f"decoding {self.name}: generate() rejects forced_decoder_ids (transformers 4.39 and later); "
+                "give the forced start tokens as decoder_input_ids instead"
+            )
         for key, value in self.settings:
             check = _RANGES.get(key)
             if check is not None and not _in_range(value, check):

@@ -244,6 +244,19 @@ def batch_and_padding_invariance(record: GenerationRecord) -> list[Violation]:
     name = "batch_and_padding_invariance"
     if record.decoding.do_sample:
         raise NotApplicable("sampling draws depend on the batch layout")
+    gc = record.generation_config
+    # transformers' encoder-side processors read the padded encoder input_ids, pad tokens included
+    # (they take no attention mask): under them a row's output depends on its padding by design.
+    padded = [
+        f"{key}={gc[key]}"
+        for key, off in (("encoder_repetition_penalty", 1.0), ("encoder_no_repeat_ngram_size", 0))
+        if gc.get(key) not in (None, off)
+    ]
+    if padded:
+        raise NotApplicable(
+            f"{', '.join(padded)}: transformers' encoder processors read the padded input_ids, pad tokens "
+            "included, so the output may depend on the padding by design"
+        )
     ev = _evidence(record, "permuted", optional=("solo",))
     parts = [
         _compare_rerun(
