@@ -47,11 +47,13 @@ from .decoding import resolve
 from .errors import NotApplicable, NotJudged
 from .invariants import ALL
 from .invariants._base import MAX_KEPT, REGISTRY, Invariant, Violations, make, merge
+from .invariants.logprobs import greedy_argmax_violations
 from .invariants.processors import REPLAYED, replay_violation
+from .invariants.scores import ENTROPY_OUTSIDE, NAN_SCORE, NOT_NORMALISED, RAW_NOT_FINITE
 from .judge import run_invariants
 from .lineage import beam_lineage, prefix_fingerprints
 from .processing import Processing, differences
-from .record import GenerationRecord, entropy, finished_mask, generated_tokens, score_rows, tolerance_for
+from .record import GenerationRecord, entropy, generated_tokens, score_rows, tolerance_for
 from .report import Result
 
 #: Projected size of the stacked step tensors (``rows x max_new_tokens x V x 4 bytes x 2``, scores and
@@ -367,18 +369,14 @@ class StreamingMonitor(LogitsProcessor):
 
         name = "scores_have_no_nan_or_posinf"
         out[name] = merge(
-            k["nan"].build(at(name, "processed score is NaN or +inf", "finite or -inf")),
-            k["raw"].build(at(name, "raw logit is not finite", "finite")),
+            k["nan"].build(at(name, NAN_SCORE, "finite or -inf")),
+            k["raw"].build(at(name, RAW_NOT_FINITE, "finite")),
         )
         name = "softmax_rows_sum_to_one"
-        out[name] = k["sum"].build(
-            at(name, "softmax of the step scores does not sum to 1", f"1 +/- {self.tolerance:g}", token=False)
-        )
+        out[name] = k["sum"].build(at(name, NOT_NORMALISED, f"1 +/- {self.tolerance:g}", token=False))
         name = "step_entropy_within_bounds"
         upper = math.log(self.vocab or 1)
-        out[name] = merge(
-            k["entropy"].build(at(name, "step entropy outside [0, log V]", f"0 <= H <= {upper:.4f}", token=False))
-        )
+        out[name] = merge(k["entropy"].build(at(name, ENTROPY_OUTSIDE, f"0 <= H <= {upper:.4f}", token=False)))
         if self.processing is None or self.unjudged_steps:
             why = self.processing_error or f"{self.unjudged_steps} step(s) without raw logits to replay"
             for name in REPLAYED:
@@ -393,33 +391,13 @@ class StreamingMonitor(LogitsProcessor):
 
     def _greedy(self, record: GenerationRecord, tokens: torch.Tensor) -> list[Any] | NotApplicable:
         """The record check's formula on the streamed per-step scalars: ``mask & (chosen < best)``."""
-        name = "greedy_tokens_are_argmax"
         if not record.is_greedy:
             return NotApplicable("only greedy search picks the argmax")
         steps = tokens.shape[1]
         chosen = torch.stack(self.chosen_score, dim=1)[:, :steps]
         best = torch.stack(self.best, dim=1)[:, :steps]
         best_id = torch.stack(self.best_id, dim=1)[:, :steps]
-        mask, _ = finished_mask(tokens, record.conventions.eos_token_ids)
-        wrong = (mask.bool() & (chosen < best)).nonzero()
-        out = Violations()
-        out.total = int(wrong.shape[0])
-        for p in wrong[:MAX_KEPT].tolist():
-            r, t = p
-            b, tok = int(best_id[r, t]), int(tokens[r, t])
-            out.append(
-                make(
-                    record,
-                    name,
-                    "greedy token is not the argmax of the processed scores",
-                    row=r,
-                    step=t,
-                    token_id=tok,
-                    expected=f"{b} {record.token_text(b)!r} (score {float(best[r, t]):.6g})",
-                    found=f"{tok} {record.token_text(tok)!r} (score {float(chosen[r, t]):.6g})",
-                )
-            )
-        return out
+        return greedy_argmax_violations(record, tokens, chosen, best, best_id)
 
     def beam_rows(self, record: GenerationRecord) -> torch.Tensor:
         """For each returned row and step, the beam row that chose the token, ``[rows, steps]`` (``-1`` after the end).

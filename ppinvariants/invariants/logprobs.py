@@ -97,14 +97,23 @@ def greedy_tokens_are_argmax(record: GenerationRecord) -> list[Violation]:
     the scores returned are not the ones the decision was made on (shifted by a step, or taken
     before a processor ran). Ties are accepted. Steps after a row's eos are padding and skipped.
     """
-    name = "greedy_tokens_are_argmax"
     if not record.is_greedy:
         raise NotApplicable("only greedy search picks the argmax")
     tokens = generated_tokens(record)
-    mask, _ = finished_mask(tokens, record.conventions.eos_token_ids)
     s = record.scores.float()
     chosen = s.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
     best, best_id = s.max(dim=-1)
+    return greedy_argmax_violations(record, tokens, chosen, best, best_id)
+
+
+def greedy_argmax_violations(
+    record: GenerationRecord, tokens: torch.Tensor, chosen: torch.Tensor, best: torch.Tensor, best_id: torch.Tensor
+) -> list[Violation]:
+    """Violations of :func:`greedy_tokens_are_argmax` from the per-step chosen score, best score and its id
+    (``[rows, steps]`` each): ``live & (chosen < best)``. Streaming mode, which keeps only these scalars,
+    judges through this function too."""
+    name = "greedy_tokens_are_argmax"
+    mask, _ = finished_mask(tokens, record.conventions.eos_token_ids)
     wrong = (mask.bool() & (chosen < best)).nonzero()
     return from_positions(
         wrong,

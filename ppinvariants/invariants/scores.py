@@ -10,6 +10,12 @@ from ..record import GenerationRecord, entropy, score_probs
 from ..report import Violation
 from ._base import from_positions, invariant, make, merge
 
+#: What each finding says; streaming mode reports the same findings with the same words.
+NAN_SCORE = "processed score is NaN or +inf"
+RAW_NOT_FINITE = "raw logit is not finite"
+NOT_NORMALISED = "softmax of the step scores does not sum to 1"
+ENTROPY_OUTSIDE = "step entropy outside [0, log V]"
+
 
 @invariant("scores")
 def scores_have_no_nan_or_posinf(record: GenerationRecord) -> list[Violation]:
@@ -30,7 +36,7 @@ def scores_have_no_nan_or_posinf(record: GenerationRecord) -> list[Violation]:
             lambda p: make(
                 record,
                 name,
-                "processed score is NaN or +inf",
+                NAN_SCORE,
                 row=p[0],
                 score_row=True,
                 step=p[1],
@@ -50,7 +56,7 @@ def scores_have_no_nan_or_posinf(record: GenerationRecord) -> list[Violation]:
                 lambda p: make(
                     record,
                     name,
-                    "raw logit is not finite",
+                    RAW_NOT_FINITE,
                     row=p[0],
                     score_row=True,
                     step=p[1],
@@ -78,7 +84,7 @@ def softmax_rows_sum_to_one(record: GenerationRecord) -> list[Violation]:
         lambda p: make(
             record,
             name,
-            "softmax of the step scores does not sum to 1",
+            NOT_NORMALISED,
             row=p[0],
             score_row=True,
             step=p[1],
@@ -106,7 +112,7 @@ def step_entropy_within_bounds(record: GenerationRecord) -> list[Violation]:
             lambda q: make(
                 record,
                 name,
-                "step entropy outside [0, log V]",
+                ENTROPY_OUTSIDE,
                 row=q[0],
                 score_row=True,
                 step=q[1],
