@@ -15,6 +15,7 @@ import torch
 from .conventions import Conventions
 from .decoding import Decoding
 from .errors import NotJudged
+from .masks import finished_mask as finished_mask  # re-exported: the one first-eos mask
 from .processing import Processing
 
 
