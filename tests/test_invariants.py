@@ -88,9 +88,12 @@ def _all_neg_inf_row(rec: GenerationRecord) -> None:
 
 
 def _unexplained_neg_inf(rec: GenerationRecord) -> None:
-    # At step 8 of the score row that returned row 0 came from (beam search judges only known histories).
-    row = int(source_rows(rec)[0, 8])
-    rec.scores[row, 8, _ordinary_token(rec)] = float("-inf")
+    # At step 8 (or row 0's last live step, if it ended earlier) of the score row that returned row 0 came from
+    # (beam search judges only known histories).
+    live = (source_rows(rec)[0] >= 0).nonzero().flatten()
+    step = int(live[min(8, len(live) - 1)])
+    row = int(source_rows(rec)[0, step])
+    rec.scores[row, step, _ordinary_token(rec)] = float("-inf")
 
 
 def _penalty_applied_twice(rec: GenerationRecord) -> None:
@@ -197,10 +200,17 @@ def test_invariant_fires_on_a_broken_record(
 
 def test_every_invariant_has_a_firing_test() -> None:
     from test_consistency import BROKEN_EVIDENCE
+    from test_decoder_only import FIRING_TESTED as DECODER_ONLY_FIRING
     from test_invariants_deeper import FIRING_TESTED
     from test_processors import FIRING_TESTED as PROCESSORS_FIRING
 
-    covered = {b[0] for b in BREAKS} | {b[0] for b in BROKEN_EVIDENCE} | FIRING_TESTED | PROCESSORS_FIRING
+    covered = (
+        {b[0] for b in BREAKS}
+        | {b[0] for b in BROKEN_EVIDENCE}
+        | FIRING_TESTED
+        | PROCESSORS_FIRING
+        | DECODER_ONLY_FIRING
+    )
     assert covered == set(REGISTRY), set(REGISTRY) ^ covered
 
 
