@@ -72,6 +72,28 @@ def is_text_seq2seq(model_type: str) -> bool:
     return model_type in modeling_auto.MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES
 
 
+def is_causal_lm_type(model_type: str) -> bool:
+    """Whether ``AutoModelForCausalLM`` knows ``model_type``, by its public name table."""
+    from transformers.models.auto import modeling_auto
+
+    return model_type in modeling_auto.MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+
+def is_causal_lm(model: Any) -> bool:
+    """Whether ``model`` is a decoder-only language model with a generation head (not an encoder-decoder)."""
+    config = getattr(model, "config", None)
+    if config is None or getattr(config, "is_encoder_decoder", False):
+        return False
+    from transformers.models.auto import modeling_auto
+
+    names = set(modeling_auto.MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values())
+    return type(model).__name__ in names or (
+        hasattr(model, "generate")
+        and hasattr(model, "get_output_embeddings")
+        and model.get_output_embeddings() is not None
+    )
+
+
 def generate_with_grad(model: Any, **kwargs: Any) -> Any | None:
     """Call ``generate()`` with autograd on, or return None where that is not possible.
 

@@ -17,9 +17,15 @@ from .processing import Processing, build_processing
 from .record import NOT_KEPT, GenerationRecord, stack_steps
 
 
-def encode(tokenizer: Any, texts: list[str], model: Any) -> tuple[dict[str, torch.Tensor], list[int]]:
+def encode(
+    tokenizer: Any, texts: list[str], model: Any, *, padding_side: str | None = None
+) -> tuple[dict[str, torch.Tensor], list[int]]:
     """Tokenize a padded batch, truncating to the model's input limit (see
-    :func:`ppinvariants.lengths.input_limit`); returns the rows truncated."""
+    :func:`ppinvariants.lengths.input_limit`); returns the rows truncated.
+
+    ``padding_side`` (``left`` for a decoder-only model, whose prompts must end where generation
+    starts) overrides the tokenizer's own for this call; the tokenizer is left as it was.
+    """
     if not texts:
         raise UsageError("no input texts: give at least one")
     for i, t in enumerate(texts):
@@ -28,7 +34,14 @@ def encode(tokenizer: Any, texts: list[str], model: Any) -> tuple[dict[str, torc
     limit = _max_positions(tokenizer, model)
     full = tokenizer(list(texts), add_special_tokens=True, verbose=False)["input_ids"]
     truncated = [i for i, ids in enumerate(full) if len(ids) > limit]
-    batch = tokenizer(list(texts), return_tensors="pt", padding=True, truncation=True, max_length=limit)
+    saved = getattr(tokenizer, "padding_side", None)
+    try:
+        if padding_side is not None:
+            tokenizer.padding_side = padding_side
+        batch = tokenizer(list(texts), return_tensors="pt", padding=True, truncation=True, max_length=limit)
+    finally:
+        if padding_side is not None:
+            tokenizer.padding_side = saved
     return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}, truncated
 
 
@@ -67,14 +80,19 @@ def capture(
         raise UsageError(f"evidence must be True, False, 'standard' or 'thorough', not {evidence!r}")
     model, tokenizer = target.model, target.tokenizer
     decoding = resolve(decoding, model.generation_config)
-    batch, truncated = encode(tokenizer, texts, model)
+    conventions = target.conventions
+    decoder_only = bool(getattr(conventions, "decoder_only", False))
+    batch, truncated = encode(tokenizer, texts, model, padding_side=conventions.padding_side if decoder_only else None)
     batch = {k: v.to(target.device) for k, v in batch.items()}
+    # The decoder prompt: the decoder start (1 column) for an encoder-decoder model, the whole left-padded
+    # prompt for a decoder-only model (generate() echoes it in sequences).
+    prompt_length = int(batch["input_ids"].shape[1]) if decoder_only else 1
     gen_config = effective_generation_config(model.generation_config, decoding)
     gen_config.return_dict_in_generate = True
     gen_config.output_scores = keep_scores
     if _compat.has_output_logits():
         gen_config.output_logits = keep_scores
-    effective = _compat.resolve_lengths(gen_config.to_dict())
+    effective = _compat.resolve_lengths(gen_config.to_dict(), prompt_length)
     user = list(logits_processor or [])
 
     def reference(device: Any) -> Processing:
@@ -83,7 +101,7 @@ def capture(
             _with_lengths(gen_config, effective),
             input_ids=batch["input_ids"],
             attention_mask=batch["attention_mask"],
-            prompt_length=1,
+            prompt_length=prompt_length,
             device=device,
             dtype=model.dtype,
             user_processors=user,
@@ -140,6 +158,7 @@ def capture(
         model_type=str(getattr(model.config, "model_type", "")),
         processing=processing,
         processing_error=processing_error,
+        prompt_length=prompt_length,
     )
     if evidence:
         record.evidence = collect_evidence(target, record, "standard" if evidence is True else str(evidence))

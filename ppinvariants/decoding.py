@@ -232,6 +232,16 @@ CHECKPOINT = Decoding("checkpoint", cap=CHECKPOINT_MAX_NEW_TOKENS)
 DEFAULT_DECODINGS: tuple[Decoding, ...] = (GREEDY, BEAM, SAMPLE, CHECKPOINT)
 
 
+def for_decoder_only(decoding: Decoding) -> Decoding:
+    """A built-in decoding as it is meant for a decoder-only model: ``min_length=6`` (5 new tokens after the
+    decoder start) becomes ``min_new_tokens=5``, since a decoder-only model's ``min_length`` counts its whole
+    left-padded prompt (and so would mean nothing, and differ between a batch and a prompt alone).
+    Any other decoding is returned as it is: the user's settings run as given."""
+    if decoding not in DEFAULT_DECODINGS or decoding.get("min_length") is None:
+        return decoding
+    return decoding.replace(min_length=None, min_new_tokens=max(0, int(decoding.get("min_length")) - 1))
+
+
 def effective_generation_config(model_generation_config: Any, decoding: Decoding) -> Any:
     """A copy of the checkpoint's generation config with ``decoding``'s settings applied, as ``generate()`` merges them."""
     config = copy.deepcopy(model_generation_config)

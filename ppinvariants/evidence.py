@@ -29,6 +29,7 @@ class Rerun:
     scores: torch.Tensor
     rows: list[int] = field(default_factory=list)  # which rows of the original record these are
     sequences_scores: torch.Tensor | None = None  # beam search only
+    prompt_length: int = 1  # columns of sequences before the first generated token (a decoder-only prompt's width)
 
 
 #: Evidence depths. ``standard`` is what a CI gate can afford: per decoding, two teacher-forced
@@ -73,10 +74,12 @@ def _generate(target: Any, batch: dict[str, torch.Tensor], decoding: Any, **over
     with torch.no_grad():
         out = target.model.generate(**{k: v.to(target.device) for k, v in batch.items()}, generation_config=gen_config)
     seq_scores = getattr(out, "sequences_scores", None)
+    decoder_only = bool(getattr(target.conventions, "decoder_only", False))
     return Rerun(
         sequences=out.sequences.detach().cpu(),
         scores=stack_steps(out.scores),
         sequences_scores=None if seq_scores is None else seq_scores.detach().float().cpu(),
+        prompt_length=int(batch["input_ids"].shape[1]) if decoder_only else 1,
     )
 
 
@@ -124,6 +127,11 @@ def collect_evidence(target: Any, record: GenerationRecord, depth: str = STANDAR
         ev.permuted = attempt("permuted", lambda: _permuted_run(target, record))
         if thorough:
             ev.solo = attempt("solo", lambda: _solo_runs(target, record))
+        elif record.decoder_only:
+            # Left-padding invariance at every depth for a decoder-only model: the prompt with the most
+            # left padding in the batch, generated alone (the one most exposed to padding mistakes).
+            most = int(record.attention_mask.sum(dim=1).argmin())
+            ev.solo = attempt("solo", lambda: _solo_runs(target, record, [most]))
         else:
             leave_out("solo")
     if thorough or d.do_sample:
@@ -179,7 +187,9 @@ def _teacher_forcing_with_grad(
     # The teacher-forced evidence comes from a pass under no_grad, as generation ran: with autograd
     # on, attention may take another kernel (T5-family logits then differ by up to 1e-3 in float32).
     with torch.no_grad():
-        ev.teacher_forced_logits = teacher_forced_logits(model, ids, mask, record.sequences).float().cpu()
+        ev.teacher_forced_logits = (
+            teacher_forced_logits(model, ids, mask, record.sequences, prompt_length=record.prompt_length).float().cpu()
+        )
     captured: list[tuple[int, torch.Tensor]] = []  # (embedding module id, its output in this pass)
 
     def keeper(module: Any) -> Any:
@@ -192,9 +202,10 @@ def _teacher_forcing_with_grad(
     hooks = [] if thorough else [m.register_forward_hook(keeper(m)) for m in _embedding_modules(model)]
     try:
         with torch.enable_grad():
-            logits = teacher_forced_logits(model, ids, mask, record.sequences)
-            chosen = token_logprobs(logits, record.sequences)
-            live = generation_mask(record.sequences, record.conventions.eos_token_ids).to(chosen.device)
+            logits = teacher_forced_logits(model, ids, mask, record.sequences, prompt_length=record.prompt_length)
+            chosen = token_logprobs(logits, record.sequences, record.prompt_length)
+            live = generation_mask(record.sequences, record.conventions.eos_token_ids, record.prompt_length)
+            live = live.to(chosen.device)
             lp = torch.where(live.bool(), chosen, torch.zeros_like(chosen)).sum(dim=1)
     finally:
         for h in hooks:
@@ -223,14 +234,14 @@ def _teacher_forcing_with_grad(
         ev.grad_nonzero = any(bool((g != 0).any()) for g in present)
 
 
-def _solo_runs(target: Any, record: GenerationRecord) -> list[Rerun]:
-    """Each input generated alone, without any padding."""
+def _solo_runs(target: Any, record: GenerationRecord, inputs: list[int] | None = None) -> list[Rerun]:
+    """Each input (of ``inputs``; all by default) generated alone, without any padding."""
     runs = []
     nrs = record.decoding.num_return_sequences
     width = record.input_ids.shape[1]
-    for i in range(record.input_ids.shape[0]):
+    for i in range(record.input_ids.shape[0]) if inputs is None else inputs:
         n = int(record.attention_mask[i].sum())
-        cols = slice(width - n, width) if target.tokenizer.padding_side == "left" else slice(0, n)
+        cols = slice(width - n, width) if _padding_side(target) == "left" else slice(0, n)
         alone = {
             "input_ids": record.input_ids[i : i + 1, cols],
             "attention_mask": record.attention_mask[i : i + 1, cols],
@@ -239,6 +250,12 @@ def _solo_runs(target: Any, record: GenerationRecord) -> list[Rerun]:
         run.rows = list(range(i * nrs, (i + 1) * nrs))
         runs.append(run)
     return runs
+
+
+def _padding_side(target: Any) -> str:
+    """The side the record's batch was padded on: the conventions' (left for a decoder-only model)."""
+    side = getattr(target.conventions, "padding_side", None)
+    return str(side or getattr(target.tokenizer, "padding_side", "right"))
 
 
 def _permuted_run(target: Any, record: GenerationRecord) -> Rerun:
@@ -257,7 +274,7 @@ def _permuted_run(target: Any, record: GenerationRecord) -> Rerun:
     if extra and pad_id is not None:
         pad_ids = torch.full((ids.shape[0], extra), int(pad_id), dtype=ids.dtype)
         pad_mask = torch.zeros((mask.shape[0], extra), dtype=mask.dtype)
-        left = target.tokenizer.padding_side == "left"
+        left = _padding_side(target) == "left"
         ids = torch.cat([pad_ids, ids] if left else [ids, pad_ids], dim=1)
         mask = torch.cat([pad_mask, mask] if left else [mask, pad_mask], dim=1)
     run = _generate(target, {"input_ids": ids, "attention_mask": mask}, record.decoding)
@@ -295,7 +312,7 @@ def _generate_grad_logprob(
     if out.sequences.shape != record.sequences.shape or not torch.equal(out.sequences.cpu(), record.sequences):
         return None
     lp = torch.log_softmax(logits.float(), dim=-1)
-    chosen = lp.gather(-1, out.sequences[:, 1:].unsqueeze(-1)).squeeze(-1)
+    chosen = lp.gather(-1, out.sequences[:, record.prompt_length :].unsqueeze(-1)).squeeze(-1)
     mask, _ = finished_mask(generated_tokens(record), record.conventions.eos_token_ids)
     value = masked_sum(chosen, mask.to(chosen.device))
     if value.requires_grad:

@@ -47,7 +47,7 @@ def _row_filled_with_eos(record: Any, violation: Any) -> bool:
     if violation.row is None:
         return False
     eos = record.conventions.eos_token_ids
-    row = record.sequences[violation.row, 1:]
+    row = record.sequences[violation.row, getattr(record, "prompt_length", 1) :]  # the generated tokens
     is_eos = torch.isin(row, torch.tensor(eos))
     if not bool(is_eos.any()):
         return False

@@ -43,7 +43,7 @@ def prefix_fingerprints(ids: torch.Tensor) -> torch.Tensor:
 
 
 def beam_lineage(
-    history: torch.Tensor, sequences: torch.Tensor, num_beams: int, num_return_sequences: int
+    history: torch.Tensor, sequences: torch.Tensor, num_beams: int, num_return_sequences: int, prompt_length: int = 1
 ) -> torch.Tensor:
     """For each returned row and step, the beam row that chose its token, ``[rows, steps]``; ``-1`` where none did.
 
@@ -54,11 +54,12 @@ def beam_lineage(
     beam row of its own input whose history at call ``t`` is ``sequences[r, : t + 1]``: the first
     such row (rows with equal histories have equal scores), else ``-1`` (after the hypothesis ended:
     its prefix then holds eos, which live beam rows do not); steps beyond the last call are ``-1``
-    too. On the tiny models this equals generate()'s ``beam_indices`` (tests/test_streaming.py).
+    too. On the tiny models this equals generate()'s ``beam_indices`` (tests/test_streaming.py). A decoder-only
+    model's rows start with the whole ``prompt_length``-wide prompt instead of the decoder start.
     """
-    rows, steps = sequences.shape[0], sequences.shape[1] - 1
+    rows, steps = sequences.shape[0], sequences.shape[1] - prompt_length
     calls = min(steps, history.shape[0])
-    want = prefix_fingerprints(sequences.cpu())[:, :calls]  # [rows, calls]
+    want = prefix_fingerprints(sequences.cpu())[:, prompt_length - 1 : prompt_length - 1 + calls]  # [rows, calls]
     group = torch.arange(rows) // num_return_sequences
     beams = history[:calls].cpu().reshape(calls, -1, num_beams)[:, group, :].transpose(0, 1)  # [rows, calls, beams]
     hit = beams == want[:, :, None]

@@ -64,7 +64,10 @@ class GenerationRecord:
     ``scores`` and ``logits`` are stacked to ``[score_rows, steps, V]`` in float32 on the CPU.
     ``score_rows`` is ``batch * num_return_sequences`` for greedy search and sampling and
     ``batch * num_beams`` for beam search (one row per beam, re-indexed by ``beam_indices``).
-    ``sequences`` is ``[batch * num_return_sequences, 1 + steps]`` and starts with the decoder start.
+    ``sequences`` is ``[batch * num_return_sequences, prompt_length + steps]``: an encoder-decoder
+    model's rows start with the decoder start (``prompt_length`` 1); a decoder-only model's echo its
+    left-padded prompt (``prompt_length`` the prompt's width P), so that the generated part starts at
+    column ``prompt_length`` in every row.
     """
 
     target: str
@@ -93,6 +96,9 @@ class GenerationRecord:
     # The reference processors the decoding asks for (ppinvariants.processing), replayed by the checks.
     processing: Processing | None = field(default=None, repr=False, compare=False)
     processing_error: str = ""  # why no reference could be built, for the checks' skip reason
+    # Columns of ``sequences`` before the first generated token: 1 (the decoder start) for an encoder-decoder
+    # model, the left-padded prompt's width for a decoder-only model.
+    prompt_length: int = 1
     # Tensors derived from the step tensors, computed once for all invariants: see derived().
     _derived: dict[str, tuple[tuple[Any, ...], tuple[int, ...], torch.Tensor]] = field(
         default_factory=dict, repr=False, compare=False
@@ -121,7 +127,11 @@ class GenerationRecord:
     # -- shape facts -------------------------------------------------------------------------
     @property
     def steps(self) -> int:
-        return int(self.sequences.shape[1]) - 1
+        return int(self.sequences.shape[1]) - self.prompt_length
+
+    @property
+    def decoder_only(self) -> bool:
+        return bool(getattr(self.conventions, "decoder_only", False))
 
     @property
     def is_beam(self) -> bool:
@@ -140,10 +150,10 @@ class GenerationRecord:
 
     @property
     def max_length(self) -> int:
-        """Length limit of ``sequences`` rows, decoder start included."""
+        """Length limit of ``sequences`` rows, decoder start (or prompt) included."""
         gc = self.generation_config
         if gc.get("max_new_tokens") is not None:
-            return 1 + int(gc["max_new_tokens"])
+            return self.prompt_length + int(gc["max_new_tokens"])
         return int(gc.get("max_length") or 20)
 
     @property
@@ -188,8 +198,18 @@ def stack_steps(steps: tuple[torch.Tensor, ...] | None) -> torch.Tensor | None:
 
 
 def generated_tokens(record: GenerationRecord) -> torch.Tensor:
-    """The tokens chosen at each step, ``[rows, steps]`` (``sequences`` without the decoder start)."""
-    return record.sequences[:, 1:]
+    """The tokens chosen at each step, ``[rows, steps]`` (``sequences`` without the decoder start or prompt)."""
+    return record.sequences[:, record.prompt_length :]
+
+
+def prompt_rows(record: GenerationRecord, rows: int) -> torch.Tensor:
+    """The decoder prompt of each of ``rows`` rows (``batch * k`` rows, k per input), ``[rows, prompt_length]``:
+    the decoder start for an encoder-decoder model, the left-padded prompt for a decoder-only one."""
+    if record.decoder_only:
+        batch = int(record.input_ids.shape[0])
+        return record.input_ids[:, : record.prompt_length].repeat_interleave(max(1, rows // batch), dim=0)[:rows]
+    start = record.conventions.decoder_start_token_id or 0
+    return torch.full((rows, record.prompt_length), int(start), dtype=record.sequences.dtype)
 
 
 def score_rows(record: GenerationRecord) -> torch.Tensor:
@@ -313,22 +333,24 @@ def replay_processing(record: GenerationRecord, raw: torch.Tensor | None = None)
 
 
 def step_history(record: GenerationRecord, t: int, rows: int) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """``(input_ids, known)`` of the ``rows`` score rows at step ``t``: the decoder start and the ``t`` tokens
-    each row had chosen so far, ``[rows, t + 1]``, and ``[rows]`` bool for the rows whose history the
-    returned sequences tell (every row without beams; with beams, the rows a returned hypothesis
-    passed through at ``t``; the others hold the decoder start). None: beams without ``beam_indices``.
+    """``(input_ids, known)`` of the ``rows`` score rows at step ``t``: the decoder start (or the prompt) and the
+    ``t`` tokens each row had chosen so far, ``[rows, prompt_length + t]``, and ``[rows]`` bool for the rows whose
+    history the returned sequences tell (every row without beams; with beams, the rows a returned hypothesis
+    passed through at ``t``; the others hold their prompt, then pad). None: beams without ``beam_indices``.
     """
     seq = record.sequences
+    width = record.prompt_length + t
     if rows == seq.shape[0] and record.decoding.num_beams == 1:
-        return seq[:, : t + 1], torch.ones(rows, dtype=torch.bool)
+        return seq[:, :width], torch.ones(rows, dtype=torch.bool)
     src = source_rows(record)
     if src is None:
         return None
-    start = record.conventions.decoder_start_token_id or 0
-    history = torch.full((rows, t + 1), int(start), dtype=seq.dtype)
+    fill = record.conventions.pad_token_id if record.decoder_only else (record.conventions.decoder_start_token_id or 0)
+    history = torch.full((rows, width), int(fill), dtype=seq.dtype)
+    history[:, : record.prompt_length] = prompt_rows(record, rows)
     known = torch.zeros(rows, dtype=torch.bool)
     live = src[:, t] >= 0
-    history[src[live, t]] = seq[live, : t + 1]
+    history[src[live, t]] = seq[live, :width]
     known[src[live, t]] = True
     return history, known
 

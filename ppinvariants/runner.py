@@ -7,7 +7,7 @@ from dataclasses import replace
 
 from . import progress as _progress
 from .capturing import capture
-from .decoding import DEFAULT_DECODINGS, DEFAULT_TEXTS, Decoding, resolve
+from .decoding import DEFAULT_DECODINGS, DEFAULT_TEXTS, Decoding, for_decoder_only, resolve
 from .errors import PPIError
 from .invariants import Invariant
 from .judge import run_invariants
@@ -50,6 +50,8 @@ def check_loaded(
     no_transformers_reading: list[str] = []
     streamed: list[str] = []
     for decoding in decodings:
+        if getattr(target.conventions, "decoder_only", False):
+            decoding = for_decoder_only(decoding)
         # The checkpoint's generation config merged in: what ran, for streaming's size and the report.
         decoding = resolve(decoding, target.model.generation_config)
         tr.decodings[decoding.name] = {"settings": decoding.to_dict(), "note": decoding.note}

@@ -411,11 +411,17 @@ class StreamingMonitor(LogitsProcessor):
 
     def reconstructed_beam_rows(self, record: GenerationRecord) -> torch.Tensor:
         """:func:`beam_lineage` of the record's sequences on the fingerprints kept per call, ``[rows, steps]``."""
-        rows, steps = record.sequences.shape[0], record.sequences.shape[1] - 1
+        rows, steps = record.sequences.shape[0], record.steps
         if not self.history_keys:
             return torch.full((rows, steps), -1, dtype=torch.long)
         history = torch.stack(self.history_keys)
-        return beam_lineage(history, record.sequences, self.decoding.num_beams, self.decoding.num_return_sequences)
+        return beam_lineage(
+            history,
+            record.sequences,
+            self.decoding.num_beams,
+            self.decoding.num_return_sequences,
+            record.prompt_length,
+        )
 
     def _beam_chosen(self, record: GenerationRecord, tokens: torch.Tensor) -> torch.Tensor:
         """Chosen-token log-probs of the returned hypotheses from the per-step top-k, ``[rows, steps]``.

@@ -7,6 +7,7 @@ Every failure is a :class:`TargetError` with a one-line message.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import importlib.util
 import json
@@ -136,13 +137,29 @@ def _tiny_is_built(zoo: Any, arch: str) -> bool:
 
 
 def _finish(spec: str, model: Any, tokenizer: Any, dev: torch.device, dt: torch.dtype) -> Target:
-    if not getattr(getattr(model, "config", None), "is_encoder_decoder", False):
-        kind = getattr(getattr(model, "config", None), "model_type", type(model).__name__)
-        raise TargetError(f"{spec}: {kind} is not an encoder-decoder model; ppinvariants checks seq2seq generation")
+    config = getattr(model, "config", None)
+    if not getattr(config, "is_encoder_decoder", False) and not _compat.is_causal_lm(model):
+        kind = getattr(config, "model_type", type(model).__name__)
+        raise TargetError(
+            f"{spec}: {kind} is neither an encoder-decoder model nor a causal language model "
+            "(AutoModelForCausalLM); ppinvariants checks text generation with one of those"
+        )
     if not hasattr(model, "generate"):
         raise TargetError(f"{spec}: the model has no generate() method")
     model = model.to(device=dev, dtype=dt).eval()
+    pad_from_eos = not getattr(config, "is_encoder_decoder", False) and tokenizer.pad_token_id is None
+    if pad_from_eos:
+        # Decoder-only tokenizers often have no pad token: set pad = eos, as training loops and
+        # generate() itself do. The conventions record it (pad_from_eos), and the checks mask by the
+        # first eos, never by != pad.
+        conventions = derive_conventions(model, tokenizer)
+        if tokenizer.eos_token is not None:
+            tokenizer.pad_token = tokenizer.eos_token
+        else:
+            tokenizer.pad_token = tokenizer.convert_ids_to_tokens(conventions.eos_token_ids[0])
     conventions = derive_conventions(model, tokenizer)
+    if pad_from_eos:
+        conventions = dataclasses.replace(conventions, pad_from_eos=True)
     return Target(spec=spec, model=model, tokenizer=tokenizer, conventions=conventions, device=dev, dtype=dt)
 
 
@@ -180,13 +197,15 @@ def _load_checkpoint(path: Path, dt: torch.dtype, trust_remote_code: bool, allow
         config = transformers.AutoConfig.from_pretrained(str(path), trust_remote_code=trust_remote_code)
     except Exception as e:  # noqa: BLE001 - any failure here is a bad checkpoint, reported in one line
         raise TargetError(f"{path}: cannot read config.json: {_one_line(e)}") from None
-    if not getattr(config, "is_encoder_decoder", False):
-        raise TargetError(
-            f"{path}: model_type {config.model_type!r} is decoder-only (not an encoder-decoder model); "
-            "ppinvariants checks seq2seq generation"
-        )
     cls: Any
-    if config.model_type == "encoder-decoder":
+    if not getattr(config, "is_encoder_decoder", False):
+        if not _compat.is_causal_lm_type(config.model_type) and not trust_remote_code:
+            raise TargetError(
+                f"{path}: model_type {config.model_type!r} is neither an encoder-decoder model "
+                "(AutoModelForSeq2SeqLM) nor a causal language model (AutoModelForCausalLM)"
+            )
+        cls = transformers.AutoModelForCausalLM
+    elif config.model_type == "encoder-decoder":
         cls = transformers.EncoderDecoderModel
     else:
         cls = transformers.AutoModelForSeq2SeqLM

@@ -201,10 +201,17 @@ def test_invariant_fires_on_a_broken_record(
 
 def test_every_invariant_has_a_firing_test() -> None:
     from test_consistency import BROKEN_EVIDENCE
+    from test_decoder_only import FIRING_TESTED as DECODER_ONLY_FIRING
     from test_invariants_deeper import FIRING_TESTED
     from test_processors import FIRING_TESTED as PROCESSORS_FIRING
 
-    covered = {b[0] for b in BREAKS} | {b[0] for b in BROKEN_EVIDENCE} | FIRING_TESTED | PROCESSORS_FIRING
+    covered = (
+        {b[0] for b in BREAKS}
+        | {b[0] for b in BROKEN_EVIDENCE}
+        | FIRING_TESTED
+        | PROCESSORS_FIRING
+        | DECODER_ONLY_FIRING
+    )
     assert covered == set(REGISTRY), set(REGISTRY) ^ covered
 
 

@@ -38,9 +38,9 @@ LAYERS: dict[str, int] = {
     "ppinvariants.record": 3,
     # the tiny model zoo: imports only the bottom layer (texts, masks, conventions, _compat)
     "ppinvariants.zoo.recipes": 1,
-    "ppinvariants.zoo.tokenizers": 1.5,
-    "ppinvariants.zoo.build": 2,
-    "ppinvariants.zoo": 3,
+    "ppinvariants.zoo.tokenizers": 2,  # trains on the recipes' corpus
+    "ppinvariants.zoo.build": 3,
+    "ppinvariants.zoo": 4,
     # teacher-forced rescoring; loading targets (the zoo's included)
     "ppinvariants.rescoring": 5,
     "ppinvariants.targets": 5,

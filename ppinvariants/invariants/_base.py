@@ -59,7 +59,7 @@ def fmt(value: object) -> str:
 def generated_context(record: GenerationRecord, row: int, step: int, width: int = 3) -> str:
     """Decoded tokens of ``row`` around generated ``step``, the step's token in ``[[ ]]``."""
     seq = record.sequences[row].tolist()
-    pos = step + 1  # sequences[:, 0] is the decoder start
+    pos = step + record.prompt_length  # sequences start with the decoder start (or the decoder-only prompt)
     lo, hi = max(0, pos - width), min(len(seq), pos + 2)
     parts = []
     for p in range(lo, hi):

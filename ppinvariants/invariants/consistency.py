@@ -153,6 +153,16 @@ def teacher_forced_logprobs_match_generation(record: GenerationRecord) -> list[V
     return merge(*parts)
 
 
+def _min_length_differs(record: GenerationRecord, run) -> bool:  # noqa: ANN001
+    """Whether a decoder-only re-run with another prompt width ran under another minimum length: ``min_length``
+    counts the whole padded prompt, so it bans eos for more steps in the narrower batch."""
+    gc = record.generation_config
+    if not record.decoder_only or gc.get("min_new_tokens") is not None:
+        return False
+    min_length = int(gc.get("min_length") or 0)
+    return min_length > min(record.prompt_length, int(getattr(run, "prompt_length", record.prompt_length)))
+
+
 def _compare_rerun(  # noqa: ANN001
     record: GenerationRecord,
     name: str,
@@ -171,7 +181,7 @@ def _compare_rerun(  # noqa: ANN001
     logits to steps of 0.125), and which one wins is not a property of the model.
     """
     tokens = generated_tokens(record)[rows]
-    other = run.sequences[:, 1:]
+    other = run.sequences[:, getattr(run, "prompt_length", 1) :]
     live = _live(record)[rows]
     width = min(tokens.shape[1], other.shape[1])
     # Past the shorter tensor's width, the record row must already be finished.
@@ -258,13 +268,14 @@ def batch_and_padding_invariance(record: GenerationRecord) -> list[Violation]:
             "included, so the output may depend on the padding by design"
         )
     ev = _evidence(record, "permuted", optional=("solo",))
+    solo = [] if record.decoder_only else ev.solo or []  # decoder-only: judged by left_padding_invariance
     parts = [
         _compare_rerun(
             record, name, "generated alone, the input gives another token", run, run.rows, near_ties=True, kind="solo"
         )
-        for run in ev.solo or []
+        for run in solo
     ]
-    if ev.permuted is not None:
+    if ev.permuted is not None and not _min_length_differs(record, ev.permuted):
         parts.append(
             _compare_rerun(
                 record,
@@ -277,6 +288,45 @@ def batch_and_padding_invariance(record: GenerationRecord) -> list[Violation]:
             )
         )
     return merge(*parts)
+
+
+@invariant("consistency")
+@_reports_rerun_failures
+def left_padding_invariance(record: GenerationRecord) -> list[Violation]:
+    """A decoder-only model gives a prompt the same tokens alone as inside the left-padded batch.
+
+    Under left padding a prompt's real tokens sit at other columns than alone; the attention mask
+    must hide the padding and the position ids must follow the mask (``cumsum - 1``), so that the
+    model sees exactly the prompt it sees alone. A model (or a pipeline) whose positions ignore the
+    mask, or whose attention reads the padding, generates other tokens in the batch. Standard evidence
+    generates the most-padded prompt alone; thorough evidence every prompt. Sampling is exempt (its
+    draws depend on the batch layout); a first divergence within the dtype's tie tolerance is a tie.
+    """
+    name = "left_padding_invariance"
+    if not record.decoder_only:
+        raise NotApplicable("encoder-decoder model: judged by batch_and_padding_invariance")
+    if record.decoding.do_sample:
+        raise NotApplicable("sampling draws depend on the batch layout")
+    ev = _evidence(record, "solo")
+    runs = [run for run in ev.solo or [] if not _min_length_differs(record, run)]
+    if ev.solo and not runs:
+        raise NotApplicable(
+            "min_length counts a decoder-only model's whole padded prompt, so it differs between the batch and "
+            "the prompt alone (use min_new_tokens)"
+        )
+    return merge(
+        *[
+            _compare_rerun(
+                record,
+                name,
+                "generated alone, the prompt gives another token than in the left-padded batch",
+                run,
+                run.rows,
+                near_ties=True,
+            )
+            for run in runs
+        ]
+    )
 
 
 def _train_mode_note(record: GenerationRecord) -> str | None:
@@ -340,6 +390,7 @@ def greedy_equals_top1_sampling(record: GenerationRecord) -> list[Violation]:
 
     class _Run:
         sequences = ev.top1_sampling
+        prompt_length = record.prompt_length  # the same batch
 
     return _compare_rerun(
         record,

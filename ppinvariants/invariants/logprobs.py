@@ -138,7 +138,9 @@ def padding_mask_matches_eos(record: GenerationRecord) -> list[Violation]:
     first eos (in beam search, exactly where ``beam_indices`` is ``-1``); (2) the masked sum of
     chosen log-probs equals the sum over each row's tokens before its trailing pad (lengths read
     independently of eos); (3) the last token before a row's trailing pad is eos. Summing
-    log-probs over pad positions is the classic error in RL fine-tuning of seq2seq models.
+    log-probs over pad positions is the classic error in RL fine-tuning of seq2seq models. Where pad is
+    eos (decoder-only tokenizers without a pad token), the trailing run of pad starts with the real eos,
+    which stays counted: a mask built from ``!= pad`` drops it.
     """
     name = "padding_mask_matches_eos"
     c = record.conventions
@@ -184,6 +186,15 @@ def padding_mask_matches_eos(record: GenerationRecord) -> list[Violation]:
     is_pad = (tokens == c.pad_token_id).int()
     trailing_pad = is_pad.flip(1).cumprod(dim=1).sum(dim=1)
     lengths = tokens.shape[1] - trailing_pad
+    if c.pad_token_id in c.eos_token_ids:
+        # pad = eos (a tokenizer without a pad token): the trailing run of pad begins with the row's real
+        # eos, which is generated and counted. (Reading lengths as `tokens != pad` would drop it: the trap.)
+        # Unless the token before the run is itself an eos (another eos id, e.g. <|im_end|> then pad <|endoftext|>).
+        before = tokens.gather(1, (lengths - 1).clamp(min=0)[:, None]).squeeze(1)
+        closed = (lengths > 0) & torch.isin(before, torch.tensor(c.eos_token_ids))
+        opens = (trailing_pad > 0) & ~closed
+        lengths = torch.where(opens, lengths + 1, lengths)
+        trailing_pad = torch.where(opens, trailing_pad - 1, trailing_pad)
     chosen = chosen_logprobs(record)
     by_mask = masked_sum(chosen, mask)
     by_length = torch.where(

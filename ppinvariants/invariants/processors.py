@@ -158,11 +158,12 @@ def no_eos_before_min_length(record: GenerationRecord) -> list[Violation]:
     gc = record.generation_config
     tokens = generated_tokens(record)
     t = torch.arange(tokens.shape[1])
-    blocked = (t + 1 < (gc.get("min_length") or 0)) | (t < (gc.get("min_new_tokens") or 0))
+    # min_length counts the decoder start (or a decoder-only model's whole prompt): step t makes length prompt + t + 1.
+    blocked = (t + record.prompt_length < (gc.get("min_length") or 0)) | (t < (gc.get("min_new_tokens") or 0))
     if gc.get("forced_eos_token_id") is not None:
         # The forced eos at the length limit runs after the min-length processor and wins over it
         # (a config asking for min_length >= max_length gets its eos there all the same).
-        blocked &= t != record.max_length - 2
+        blocked &= t != record.max_length - record.prompt_length - 1
     is_eos = torch.isin(tokens, torch.tensor(_eos_ids(record)))
     bad = (is_eos & blocked[None, :]).nonzero()
     return merge(
@@ -176,7 +177,7 @@ def no_eos_before_min_length(record: GenerationRecord) -> list[Violation]:
                 step=p[1],
                 token_id=int(tokens[p]),
                 expected=f"no eos before min_length={gc.get('min_length')} / min_new_tokens={gc.get('min_new_tokens')}",
-                found=f"eos at length {p[1] + 2}",
+                found=f"eos at length {p[1] + record.prompt_length + 1}",
             ),
         )
     )

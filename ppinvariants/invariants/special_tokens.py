@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from ..record import GenerationRecord, finished_mask, generated_tokens
+from ..errors import NotApplicable
+from ..record import GenerationRecord, finished_mask, generated_tokens, prompt_rows
 from ..report import Violation
 from ._base import from_positions, invariant, make, merge
 
@@ -101,6 +102,8 @@ def generations_start_with_decoder_start(record: GenerationRecord) -> list[Viola
     Code that strips "the first token" of a generation relies on exactly this.
     """
     name = "generations_start_with_decoder_start"
+    if record.decoder_only:
+        raise NotApplicable("decoder-only model: no decoder start (judged by prompt_echoed_unchanged)")
     c = record.conventions
     seq = record.sequences
     wrong = (seq[:, 0] != c.decoder_start_token_id).nonzero()
@@ -204,6 +207,8 @@ def tokenizer_ends_inputs_with_eos(record: GenerationRecord) -> list[Violation]:
     because the convention is probed from that same tokenizer, only the model's own eos can tell.
     """
     name = "tokenizer_ends_inputs_with_eos"
+    if record.decoder_only:
+        raise NotApplicable("decoder-only model: a prompt is continued, not closed by eos")
     c = record.conventions
     if set(c.input_suffix) & set(c.eos_token_ids):
         return []
@@ -217,3 +222,85 @@ def tokenizer_ends_inputs_with_eos(record: GenerationRecord) -> list[Violation]:
             found=f"suffix {suffix}",
         )
     ]
+
+
+@invariant("special_tokens")
+def prompt_echoed_unchanged(record: GenerationRecord) -> list[Violation]:
+    """A decoder-only model's rows start with their own left-padded prompt, unchanged; generation follows it.
+
+    ``generate()`` returns each prompt in ``sequences``, padding included, and appends the generated
+    tokens after its last column, so that the generated part starts at the same column in every row.
+    Code that strips the prompt by each row's *own* length, or a pipeline that rewrote the prompt,
+    reads the wrong tokens as generated.
+    """
+    name = "prompt_echoed_unchanged"
+    if not record.decoder_only:
+        raise NotApplicable("encoder-decoder model: the prompt is the encoder's input, not echoed")
+    seq = record.sequences
+    width = min(record.prompt_length, seq.shape[1])
+    want = prompt_rows(record, seq.shape[0])
+    wrong = (seq[:, :width] != want[:, :width]).nonzero()
+    parts = [
+        from_positions(
+            wrong,
+            lambda p: make(
+                record,
+                name,
+                "the prompt is not echoed unchanged at the start of the row",
+                row=p[0],
+                input_pos=p[1],
+                on_input=False,
+                token_id=int(seq[p]),
+                expected=f"{int(want[p])} {record.token_text(int(want[p]))!r}",
+                found=f"{int(seq[p])} {record.token_text(int(seq[p]))!r}",
+            ),
+        )
+    ]
+    if int(record.input_ids.shape[1]) != record.prompt_length:
+        parts.append(
+            [
+                make(
+                    record,
+                    name,
+                    "the generated part does not start right after the prompt's columns",
+                    expected=f"column {int(record.input_ids.shape[1])}",
+                    found=f"column {record.prompt_length}",
+                )
+            ]
+        )
+    return merge(*parts)
+
+
+@invariant("special_tokens")
+def batch_is_left_padded(record: GenerationRecord) -> list[Violation]:
+    """A decoder-only model's batch is padded on the left: every prompt ends at the last column, where generation starts.
+
+    ``generate()`` appends each new token after the batch's last column. In a right-padded batch a
+    short prompt ends earlier, so its row continues after pad tokens: the model is conditioned on
+    ``prompt, pad, pad, ...`` and the generated tokens are wrong, silently (transformers only warns).
+    Pad the prompts on the left (``tokenizer.padding_side = "left"``).
+    """
+    name = "batch_is_left_padded"
+    if not record.decoder_only:
+        raise NotApplicable("encoder-decoder model: inputs are the encoder's, padded on either side")
+    mask = record.attention_mask.bool()
+    # A real token, then padding after it: the row's prompt does not end at the last column.
+    after = mask.int().cumsum(dim=1) > 0
+    bad = (after & ~mask).nonzero()
+    first: dict[int, tuple[int, int]] = {}
+    for r, col in bad.tolist():
+        first.setdefault(r, (r, col))
+    return from_positions(
+        torch.tensor(list(first.values()), dtype=torch.long).reshape(-1, 2),
+        lambda p: make(
+            record,
+            name,
+            "the batch is right-padded: this prompt ends before the last column, so generation continues after "
+            "pad tokens and is wrong (pad decoder-only prompts on the left: tokenizer.padding_side = 'left')",
+            row=p[0],
+            input_pos=p[1],
+            on_input=True,
+            expected="padding only before the prompt",
+            found=f"padding at column {p[1]} after the prompt",
+        ),
+    )

@@ -65,7 +65,9 @@ def special_ids_agree_between_model_and_tokenizer(record: GenerationRecord) -> l
     masks built from ``tokenizer.pad_token_id``, stopping on ``tokenizer.eos_token_id``) reads the
     tokenizer's. When the two disagree, padding is decoded as text or masks cover the wrong
     tokens. The decoder start and forced bos/eos ids are emitted into ``sequences``: they must be
-    ids the tokenizer knows (``< tokenizer_size``).
+    ids the tokenizer knows (``< tokenizer_size``). Where the tokenizer has a chat template, the token
+    it ends each turn with (``<|im_end|>``, ``<|eot_id|>``) must be one of the eos ids, or generation
+    from a chat prompt runs past the end of the turn.
     """
     name = "special_ids_agree_between_model_and_tokenizer"
     tok = record.tokenizer
@@ -105,9 +107,22 @@ def special_ids_agree_between_model_and_tokenizer(record: GenerationRecord) -> l
                     found=tok_eos if tok_eos is None else f"{tok_eos} {record.token_text(tok_eos)!r}",
                 )
             )
+    for chat_end in getattr(c, "chat_end_token_ids", ()):
+        if chat_end not in c.eos_token_ids:
+            out.append(
+                make(
+                    record,
+                    name,
+                    "the chat template ends each turn with a token generation does not stop at "
+                    "(add it to generation_config.eos_token_id)",
+                    token_id=chat_end,
+                    expected=f"{chat_end} {record.token_text(chat_end)!r} among the eos ids",
+                    found=f"eos ids {list(c.eos_token_ids)}",
+                )
+            )
     size = int(record.tokenizer_size)
     emitted = {
-        "decoder_start_token_id": [c.decoder_start_token_id, *_ids(gc.get("decoder_start_token_id"))],
+        "decoder_start_token_id": [*_ids(c.decoder_start_token_id), *_ids(gc.get("decoder_start_token_id"))],
         "forced_bos_token_id": [*_ids(c.forced_bos_token_id), *_ids(gc.get("forced_bos_token_id"))],
         "forced_eos_token_id": [*_ids(c.forced_eos_token_id), *_ids(gc.get("forced_eos_token_id"))],
     }

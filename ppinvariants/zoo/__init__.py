@@ -9,11 +9,21 @@ layer (``texts``, ``masks``): the core loads ``tiny:<arch>`` targets through it.
 from __future__ import annotations
 
 from .build import cache_root, tiny_checkpoint
-from .recipes import ALL_ARCHITECTURES, ARCHITECTURES, RECIPES, UNAVAILABLE, ZOO_VERSION, Recipe, corpus
+from .recipes import (
+    ALL_ARCHITECTURES,
+    ARCHITECTURES,
+    CAUSAL_ARCHITECTURES,
+    RECIPES,
+    UNAVAILABLE,
+    ZOO_VERSION,
+    Recipe,
+    corpus,
+)
 
 __all__ = [
     "ALL_ARCHITECTURES",
     "ARCHITECTURES",
+    "CAUSAL_ARCHITECTURES",
     "RECIPES",
     "UNAVAILABLE",
     "ZOO_VERSION",

@@ -129,7 +129,8 @@ def _greedy(model: Any, batch: dict[str, Any], max_new_tokens: int, **kwargs: An
     with torch.no_grad():
         out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, **kwargs)
     eos = model.generation_config.eos_token_id
-    gen = out[:, 1:]
+    # An encoder-decoder row starts with the decoder start; a decoder-only row echoes its (left-padded) prompt.
+    gen = out[:, 1:] if model.config.is_encoder_decoder else out[:, batch["input_ids"].shape[1] :]
     mask, finished = finished_mask(gen, tuple(eos if isinstance(eos, list) else [eos]))
     return gen, mask.sum(dim=1), finished
 
@@ -188,17 +189,26 @@ def _calibrate_eos(model: Any, tokenizer: Any, seed: int) -> dict[str, Any]:
     eos = model.config.eos_token_id
     start = model.generation_config.decoder_start_token_id
     if start is None:
-        start = model.config.decoder_start_token_id
-    enc = tokenizer(corpus(256, seed=2), return_tensors="pt", padding=True)
-    labels = tokenizer(text_target=corpus(256, seed=3), return_tensors="pt", padding=True).input_ids
-    dec_in = torch.cat([torch.full((labels.shape[0], 1), start), labels[:, :-1]], dim=1)
+        start = getattr(model.config, "decoder_start_token_id", None)
     captured: list[torch.Tensor] = []
     hook = head.register_forward_hook(lambda _m, inp, _o: captured.append(inp[0].detach()))
-    with torch.no_grad():
-        # use_cache=False: a full pass over every position (4.x FSMT decodes only the last one with a cache)
-        logits = model(**enc, decoder_input_ids=dec_in, use_cache=False).logits
+    if model.config.is_encoder_decoder:
+        enc = tokenizer(corpus(256, seed=2), return_tensors="pt", padding=True)
+        labels = tokenizer(text_target=corpus(256, seed=3), return_tensors="pt", padding=True).input_ids
+        dec_in = torch.cat([torch.full((labels.shape[0], 1), start), labels[:, :-1]], dim=1)
+        with torch.no_grad():
+            # use_cache=False: a full pass over every position (4.x FSMT decodes only the last one with a cache)
+            logits = model(**enc, decoder_input_ids=dec_in, use_cache=False).logits
+        keep = dec_in.reshape(-1) != tokenizer.pad_token_id
+    else:
+        # Decoder-only: the states over corpus sentences (right-padded: positions start at 0 in every row),
+        # each predicting the token after it.
+        enc = tokenizer(corpus(256, seed=3), return_tensors="pt", padding=True)
+        dec_in = enc.input_ids
+        with torch.no_grad():
+            logits = model(**enc, use_cache=False).logits
+        keep = enc.attention_mask.reshape(-1).bool()
     hook.remove()
-    keep = dec_in.reshape(-1) != tokenizer.pad_token_id
     states = captured[0]
     if states.dim() == 4:  # ProphetNet: [batch, ngram, length, hidden]; the logits are those of the next token
         states = states[:, 0]
@@ -222,7 +232,7 @@ def _calibrate_eos(model: Any, tokenizer: Any, seed: int) -> dict[str, Any]:
         # (Not where pad is also the decoder start: with tied embeddings that would wreck the start.)
         head.weight.data[pad] = -20.0 * u
 
-    batch = tokenizer(calibration_texts(), return_tensors="pt", padding=True)
+    batch = _prompts(model, tokenizer, calibration_texts())
 
     def stats_at(offset: float) -> tuple[float, float, int, int]:
         head.weight.data[eos] = probe + offset * u
@@ -253,6 +263,18 @@ def _calibrate_eos(model: Any, tokenizer: Any, seed: int) -> dict[str, Any]:
     }
 
 
+def _prompts(model: Any, tokenizer: Any, texts: list[str]) -> Any:
+    """A padded batch of ``texts``: on the tokenizer's side for an encoder-decoder model, on the left for a
+    decoder-only one (its prompts must end where generation starts)."""
+    side = tokenizer.padding_side
+    if not model.config.is_encoder_decoder:
+        tokenizer.padding_side = "left"
+    try:
+        return tokenizer(texts, return_tensors="pt", padding=True, truncation=True, max_length=128)
+    finally:
+        tokenizer.padding_side = side
+
+
 def _behaviour(model: Any, tokenizer: Any) -> dict[str, Any]:
     """How the model generates on the default check's inputs (greedy, min_length 6, 24 new tokens).
 
@@ -262,7 +284,7 @@ def _behaviour(model: Any, tokenizer: Any) -> dict[str, Any]:
     """
     from ..texts import DEFAULT_TEXTS  # the inputs the checks use, not only the calibration corpus
 
-    batch = tokenizer(list(DEFAULT_TEXTS), return_tensors="pt", padding=True, truncation=True, max_length=128)
+    batch = _prompts(model, tokenizer, list(DEFAULT_TEXTS))
     gen, lengths, finished = _greedy(model, batch, 24, min_length=6)
     n = gen.shape[0]
     stats = {
@@ -286,12 +308,19 @@ def _build(recipe: Recipe, out: Path) -> None:
     by_type = {} if recipe.tokenizer_class_saved else {"config": config_cls()}
     tokenizer = transformers.AutoTokenizer.from_pretrained(str(out), **by_type)
 
+    def one(v: Any) -> Any:
+        return tokenizer.convert_tokens_to_ids(v) if isinstance(v, str) else v
+
     def ids(values: dict[str, Any]) -> dict[str, Any]:
-        # A token written as text (a language code, [SEP]) stands for its id in this tokenizer.
+        # A token written as text (a language code, [SEP], <|im_end|>) stands for its id in this tokenizer.
         return {
-            k: tokenizer.convert_tokens_to_ids(v) if k.endswith("_token_id") and isinstance(v, str) else v
+            k: ([one(x) for x in v] if isinstance(v, list) else one(v)) if k.endswith("_token_id") else v
             for k, v in values.items()
         }
+
+    no_pad = tokenizer.pad_token is None
+    if no_pad:  # decoder-only tokenizers without a pad token: pad = eos while building, none saved
+        tokenizer.pad_token = tokenizer.eos_token
 
     # len(tokenizer) for the original recipes; M2M100Tokenizer's language codes lie past it.
     known = [
@@ -313,6 +342,8 @@ def _build(recipe: Recipe, out: Path) -> None:
         for key in ("decoder_start_token_id", "eos_token_id", "pad_token_id"):
             setattr(config, key, gen[key])
         model = transformers.EncoderDecoderModel(config=config)
+    elif recipe.model_class == "AutoModelForCausalLM":
+        model = transformers.AutoModelForCausalLM.from_config(config)
     else:
         model = transformers.AutoModelForSeq2SeqLM.from_config(config)
     model.eval()
@@ -345,6 +376,8 @@ def _build(recipe: Recipe, out: Path) -> None:
     else:
         stats = weights(recipe.seed)
     model.save_pretrained(str(out), safe_serialization=True)
+    if no_pad:
+        tokenizer.pad_token = None
     tokenizer.save_pretrained(str(out))
     if not recipe.tokenizer_class_saved:  # save_pretrained names the class: take it out again
         path = out / "tokenizer_config.json"

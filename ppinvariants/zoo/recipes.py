@@ -387,6 +387,82 @@ _OPTIONAL: dict[str, tuple[str, Recipe, str]] = {
     ),
 }
 
+# --- decoder-only (causal) language models: AutoModelForCausalLM, prompts padded on the left
+_CAUSAL = dict(
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    max_position_embeddings=128,
+)
+_LLAMA_LIKE = dict(_CAUSAL, num_key_value_heads=2)
+_CAUSAL_LM = "AutoModelForCausalLM"
+#: A ChatML template (Qwen's): turns end with <|im_end|>, which is therefore an eos id next to <|endoftext|>.
+CHATML_TEMPLATE = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+
+CAUSAL_RECIPES: dict[str, Recipe] = {
+    # GPT-2: byte-level BPE, no BOS added, no pad token (pad = eos, as users set it).
+    "gpt2": Recipe(
+        arch="gpt2",
+        tokenizer="bytelevel-bpe",
+        tokenizer_class="GPT2Tokenizer",
+        config_class="GPT2Config",
+        config=dict(n_embd=32, n_layer=2, n_head=2, n_positions=128, bos_token_id=0, eos_token_id=0),
+        tokenizer_config=dict(bos_token="<|endoftext|>", eos_token="<|endoftext|>", unk_token="<|endoftext|>"),
+        special_tokens=("<|endoftext|>",),
+        model_class=_CAUSAL_LM,
+    ),
+    # OPT: GPT-2's BPE with fairseq's specials; the tokenizer adds </s> as BOS; pad is its own token.
+    "opt": Recipe(
+        arch="opt",
+        tokenizer="bytelevel-bpe",
+        tokenizer_class="GPT2Tokenizer",
+        config_class="OPTConfig",
+        config=dict(
+            hidden_size=32,
+            ffn_dim=64,
+            word_embed_proj_dim=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            max_position_embeddings=128,
+            pad_token_id=1,
+            bos_token_id=2,
+            eos_token_id=2,
+        ),
+        tokenizer_config=dict(
+            bos_token="</s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>", add_bos_token=True
+        ),
+        special_tokens=("<s>", "<pad>", "</s>", "<unk>"),
+        model_class=_CAUSAL_LM,
+    ),
+    # Qwen2: byte-level BPE, a ChatML chat template, two eos ids (<|im_end|>, <|endoftext|>), pad <|endoftext|>
+    # (so pad is one of the eos ids).
+    "qwen2": Recipe(
+        arch="qwen2",
+        tokenizer="bytelevel-bpe",
+        tokenizer_class="Qwen2Tokenizer",
+        config_class="Qwen2Config",
+        config=dict(_LLAMA_LIKE, bos_token_id=None, eos_token_id="<|im_end|>", pad_token_id="<|endoftext|>"),
+        tokenizer_config=dict(
+            eos_token="<|im_end|>",
+            pad_token="<|endoftext|>",
+            unk_token=None,
+            bos_token=None,
+            chat_template=CHATML_TEMPLATE,
+        ),
+        generation=dict(eos_token_id=["<|im_end|>", "<|endoftext|>"], pad_token_id="<|endoftext|>"),
+        # <|im_start|> first: pad (<|endoftext|>) is then not id 0, which beam search would not pad with (#47286)
+        special_tokens=("<|im_start|>", "<|endoftext|>", "<|im_end|>"),
+        model_class=_CAUSAL_LM,
+    ),
+}
+
+#: The decoder-only architectures: ``tiny:<arch>`` targets, kept out of the default seq2seq sets.
+CAUSAL_ARCHITECTURES: tuple[str, ...] = tuple(CAUSAL_RECIPES)
+
 #: Architectures the zoo cannot build here, and why (listed by ``ppinvariants coverage``).
 UNAVAILABLE: dict[str, str] = {}
 
@@ -396,5 +472,6 @@ for _arch, (_package, _recipe, _why) in _OPTIONAL.items():
     else:
         UNAVAILABLE[_arch] = _why
 
-#: Every architecture of the zoo: the default set plus the further ones (those built here).
+#: Every seq2seq architecture of the zoo: the default set plus the further ones (those built here).
 ALL_ARCHITECTURES: tuple[str, ...] = tuple(RECIPES)
+RECIPES.update(CAUSAL_RECIPES)

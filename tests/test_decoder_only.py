@@ -1,0 +1,126 @@
+"""Decoder-only (causal) language models: conventions, the record's prompt, every invariant, and the new checks."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import pytest
+import torch
+from _records import tiny_target
+
+from ppinvariants import capture
+from ppinvariants.decoding import BEAM, DEFAULT_TEXTS, GREEDY, for_decoder_only
+from ppinvariants.invariants import REGISTRY
+from ppinvariants.judge import run_invariants
+from ppinvariants.record import GenerationRecord, generated_tokens
+from ppinvariants.rescoring import sequence_logprobs
+from ppinvariants.runner import check_loaded
+from ppinvariants.targets import Target, load_target
+from ppinvariants.zoo import CAUSAL_ARCHITECTURES
+
+#: Invariants fired by the tests of this module (tests/test_invariants.py counts them).
+FIRING_TESTED = {"prompt_echoed_unchanged", "batch_is_left_padded", "left_padding_invariance"}
+
+_RECORDS: dict[tuple[str, str], GenerationRecord] = {}
+
+
+def causal_record(arch: str, decoding: str = "greedy") -> GenerationRecord:
+    key = (arch, decoding)
+    if key not in _RECORDS:
+        d = for_decoder_only({"greedy": GREEDY, "beam": BEAM}[decoding])
+        _RECORDS[key] = capture(tiny_target(arch), list(DEFAULT_TEXTS), d)
+    rec = _RECORDS[key]
+    return dataclasses.replace(rec, sequences=rec.sequences.clone())
+
+
+@pytest.mark.parametrize("arch", CAUSAL_ARCHITECTURES)
+@pytest.mark.parametrize("streaming", [False, True], ids=["record", "streaming"])
+def test_tiny_causal_lm_passes(arch: str, streaming: bool) -> None:
+    report = check_loaded(load_target(f"tiny:{arch}"), streaming=streaming)
+    bad = [(r.invariant, r.decoding, r.reason, [v.message for v in r.violations][:2]) for r in report.results]
+    bad = [b for b, r in zip(bad, report.results, strict=True) if r.status in ("fail", "error", "xfail")]
+    assert not bad, bad
+    judged = {r.invariant for r in report.results if r.status == "pass"}
+    assert {"prompt_echoed_unchanged", "batch_is_left_padded", "padding_mask_matches_eos"} <= judged
+    if not streaming:
+        assert {"left_padding_invariance", "teacher_forced_logprobs_match_generation"} <= judged
+
+
+def test_conventions_of_the_causal_zoo() -> None:
+    gpt2 = tiny_target("gpt2").conventions
+    assert gpt2.decoder_only and gpt2.pad_from_eos and gpt2.pad_is_eos and not gpt2.adds_bos
+    assert gpt2.padding_side == "left" and gpt2.takes_position_ids
+    opt = tiny_target("opt").conventions
+    assert opt.adds_bos and not opt.pad_is_eos
+    qwen = tiny_target("qwen2")
+    c = qwen.conventions
+    im_end = qwen.tokenizer.convert_tokens_to_ids("<|im_end|>")
+    assert c.chat_end_token_ids == (im_end,) and len(c.eos_token_ids) == 2 and c.pad_is_eos
+    assert any("chat turns end with <|im_end|>" in line for line in c.describe())
+
+
+def test_record_reads_the_generated_part_after_the_prompt() -> None:
+    rec = causal_record("gpt2")
+    assert rec.prompt_length == rec.input_ids.shape[1]
+    assert torch.equal(rec.sequences[:, : rec.prompt_length], rec.input_ids)
+    assert generated_tokens(rec).shape[1] == rec.steps == rec.scores.shape[1]
+
+
+def _fires(rec: GenerationRecord, name: str) -> list[Any]:
+    violations = REGISTRY[name].check(rec)
+    assert violations, f"{name} did not fire"
+    assert all(v.message.startswith(f"{name}: ") for v in violations)
+    return violations
+
+
+def test_prompt_echoed_unchanged_fires_on_a_rewritten_prompt() -> None:
+    rec = causal_record("opt")
+    assert REGISTRY["prompt_echoed_unchanged"].check(rec) == []
+    rec.sequences[2, rec.prompt_length - 1] += 1
+    assert "not echoed unchanged" in _fires(rec, "prompt_echoed_unchanged")[0].message
+
+
+def _right_padded(target: Target) -> None:
+    target.conventions = dataclasses.replace(target.conventions, padding_side="right")
+
+
+def test_a_right_padded_batch_is_flagged_with_a_clear_message() -> None:
+    target = load_target("tiny:gpt2")
+    _right_padded(target)
+    rec = capture(target, list(DEFAULT_TEXTS), for_decoder_only(GREEDY))
+    message = _fires(rec, "batch_is_left_padded")[0].message
+    assert "right-padded" in message and "padding_side = 'left'" in message
+    results = {r.invariant: r.status for r in run_invariants(rec)}
+    assert results["left_padding_invariance"] == "fail"  # alone, the prompt generates differently
+
+
+def _positions_ignore_mask(target: Target) -> None:
+    """The model numbers positions from the first column, padding included (position_ids dropped)."""
+    forward = target.model.forward
+
+    def no_positions(*args: Any, **kwargs: Any) -> Any:
+        kwargs.pop("position_ids", None)
+        return forward(*args, **kwargs)
+
+    target.model.forward = no_positions
+
+
+def test_positions_ignoring_the_attention_mask_are_caught() -> None:
+    target = load_target("tiny:gpt2")
+    _positions_ignore_mask(target)
+    rec = capture(target, list(DEFAULT_TEXTS), for_decoder_only(GREEDY))
+    _fires(rec, "left_padding_invariance")
+
+
+def test_sequence_logprobs_equals_the_generation_time_logprobs() -> None:
+    for arch, decoding in (("gpt2", "greedy"), ("qwen2", "beam")):
+        rec = causal_record(arch, decoding)
+        model = tiny_target(arch).model
+        lp = sequence_logprobs(model, rec)
+        assert lp.requires_grad and lp.shape == (rec.sequences.shape[0],)
+        assert torch.allclose(lp.detach(), rec.evidence.grad_logprob, atol=1e-4)
+        # From generate()'s output and the batch, as a training loop has them.
+        with torch.no_grad():
+            again = sequence_logprobs(model, rec.sequences, input_ids=rec.input_ids, attention_mask=rec.attention_mask)
+        assert torch.allclose(again, lp.detach(), atol=1e-5)
