@@ -102,7 +102,7 @@ def _bad_input_cases(tmp: Path) -> list[tuple[str, list[str]]]:
         ("missing path", ["check", str(tmp / "no-such-dir"), *quiet]),
         ("directory without `config.json`", ["check", folder("empty"), *quiet]),
         ("corrupt `config.json`", ["check", folder("corrupt", "{not json"), *quiet]),
-        ("decoder-only model (GPT-2 ...)", ["check", folder("gpt2", '{"model_type": "gpt2"}'), *quiet]),
+        ("checkpoint without weights", ["check", folder("gpt2", '{"model_type": "gpt2"}'), *quiet]),
         ("non-text model (Whisper ...)", ["check", folder("whisper", '{"model_type": "whisper"}'), *quiet]),
         ("missing tokenizer files", ["check", str(no_tok), *quiet]),
         ("pickle-only checkpoint", ["check", str(pickled), *quiet]),
