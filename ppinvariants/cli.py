@@ -70,6 +70,22 @@ def _parser() -> argparse.ArgumentParser:
         "not judged, and the summary says how many (default: automatic, above 512 MiB of step tensors)",
     )
     c.add_argument(
+        "--device-map",
+        metavar="MAP",
+        help="load each checkpoint sharded through transformers/accelerate instead of onto --device: auto, "
+        'balanced, balanced_low_0, sequential, or a JSON object of module name to device (an int GPU, "cpu", "disk")',
+    )
+    c.add_argument(
+        "--max-memory",
+        metavar="JSON",
+        help='with --device-map: memory per device, e.g. \'{"0": "20GiB", "cpu": "60GiB"}\'',
+    )
+    c.add_argument(
+        "--offload-folder",
+        metavar="DIR",
+        help='with --device-map: where modules on "disk" are kept (default: a temporary folder, removed at exit)',
+    )
+    c.add_argument(
         "--strict",
         action="store_true",
         help="a check that applies but was not judged (streaming mode, missing evidence) fails; "
@@ -202,6 +218,9 @@ def _check(args: argparse.Namespace) -> int:
         streaming=args.streaming,
         evidence="thorough" if args.thorough else "standard",
         strict=args.strict,
+        device_map=args.device_map,
+        max_memory=args.max_memory,
+        offload_folder=args.offload_folder,
     )
     _clear_progress()
     if args.json:

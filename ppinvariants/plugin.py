@@ -108,6 +108,18 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     group.addoption("--ppi-device", default="cpu", metavar="DEVICE", help="cpu (default), cuda, cuda:N or auto")
     group.addoption("--ppi-dtype", default="float32", metavar="DTYPE", help="float32 (default), float16 or bfloat16")
+    group.addoption(
+        "--ppi-device-map",
+        metavar="MAP",
+        help="load checkpoints sharded through transformers/accelerate instead of onto --ppi-device: auto, balanced, "
+        'balanced_low_0, sequential, or a JSON object of module name to device (an int GPU, "cpu", "disk")',
+    )
+    group.addoption("--ppi-max-memory", metavar="JSON", help="with --ppi-device-map: memory per device (JSON object)")
+    group.addoption(
+        "--ppi-offload-folder",
+        metavar="DIR",
+        help='with --ppi-device-map: where modules on "disk" are kept (default: a temporary folder)',
+    )
     group.addoption("--ppi-trust-remote-code", action="store_true", help="allow a checkpoint's own model code to run")
     group.addoption("--ppi-allow-pickle", action="store_true", help="allow pickle weights (pytorch_model.bin)")
     group.addoption(
@@ -182,6 +194,10 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers",
         "ppi_default_targets(*specs): targets for ppi_target when no --ppi-model / ppi_models is configured",
     )
+    # Registered by pytest-xdist too; here as well, so that the marks are known without it.
+    config.addinivalue_line("markers", "xdist_group(name): run with --dist loadgroup, the group stays on one worker")
+    if getattr(config, "workerinput", None) is not None and getattr(config.option, "loadgroup", False):
+        config.pluginmanager.register(_LoadGroupSuffix(), "ppinvariants-loadgroup-suffix")
     config.stash[_CACHE] = {}
     config.stash[_NO_TARGET] = []
     _CONFIG[:] = [config]
@@ -189,6 +205,34 @@ def pytest_configure(config: pytest.Config) -> None:
     profile = config.getoption("hypothesis_profile", default=None)
     if isinstance(profile, str) and profile.startswith("ppi-"):
         from . import strategies  # noqa: F401 - registers the profiles on import
+
+
+class _LoadGroupSuffix:
+    """Under ``--dist loadgroup``, on an xdist worker: give the items of a ``ppi:`` xdist group the ``@group``
+    suffix xdist's scheduler reads, where xdist's own hook could not.
+
+    pytest-xdist (3.8) writes the suffix into ``item._nodeid``; pytest 9.2 builds node ids from a structured
+    ``item._id``, so the write has no effect and every test is scheduled alone, silently
+    (pytest-dev/pytest-xdist#1386, fix proposed in #1388). Only items that carry a ``ppi:`` group and lack
+    the suffix are touched, with xdist's own naming (the sorted group names joined by ``_``).
+    """
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
+        for item in items:
+            names = sorted(
+                {
+                    str(m.args[0] if m.args else m.kwargs.get("name", "default"))
+                    for m in item.iter_markers("xdist_group")
+                }
+            )
+            suffix = "@" + "_".join(names)
+            if not any(n.startswith("ppi:") for n in names) or item.nodeid.endswith(suffix):
+                continue
+            ident = getattr(item, "_id", None)
+            parse = getattr(type(ident), "parse", None)
+            if callable(parse):
+                item._id = parse(item.nodeid + suffix)
 
 
 def configured_targets(config: pytest.Config) -> list[str]:
@@ -226,7 +270,13 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     shown = ", ".join(targets) if targets else f"none ({NO_TARGET_REASON}; the shipped suite uses every tiny model)"
     return [
         f"ppinvariants {__version__} (torch {_version('torch')}, transformers {_version('transformers')}): "
-        f"targets: {shown}; device {config.getoption('ppi_device')}, dtype {config.getoption('ppi_dtype')}"
+        f"targets: {shown}; "
+        + (
+            f"device map {config.getoption('ppi_device_map')}"
+            if config.getoption("ppi_device_map", default=None)
+            else f"device {config.getoption('ppi_device')}"
+        )
+        + f", dtype {config.getoption('ppi_dtype')}"
     ]
 
 
@@ -249,7 +299,10 @@ def _parametrize_targets(metafunc: pytest.Metafunc) -> None:
         marker = metafunc.definition.get_closest_marker("ppi_default_targets")
         specs = list(marker.args) if marker is not None else []
     if specs:
-        metafunc.parametrize("ppi_target", specs, indirect=True, ids=specs, scope="session")
+        # One xdist group per target: under `-n N --dist loadgroup` each target's tests run on one worker,
+        # which loads that checkpoint once.
+        params = [pytest.param(spec, id=spec, marks=pytest.mark.xdist_group(f"ppi:{spec}")) for spec in specs]
+        metafunc.parametrize("ppi_target", params, indirect=True, scope="session")
     else:
         skipped = pytest.param(None, marks=pytest.mark.skip(reason=NO_TARGET_REASON), id="no-ppi-model")
         metafunc.parametrize("ppi_target", [skipped], indirect=True, scope="session")
@@ -357,6 +410,9 @@ def _load(config: pytest.Config, spec: str) -> Target:
                 dtype=config.getoption("ppi_dtype"),
                 trust_remote_code=config.getoption("ppi_trust_remote_code"),
                 allow_pickle=config.getoption("ppi_allow_pickle"),
+                device_map=config.getoption("ppi_device_map", default=None),
+                max_memory=config.getoption("ppi_max_memory", default=None),
+                offload_folder=config.getoption("ppi_offload_folder", default=None),
             )
         except PPIError as e:
             cache[spec] = e

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
+from typing import Any
 
 from . import progress as _progress
 from .capturing import capture
@@ -55,7 +57,11 @@ def check_loaded(
         # The checkpoint's generation config merged in: what ran, for streaming's size and the report.
         decoding = resolve(decoding, target.model.generation_config)
         tr.decodings[decoding.name] = {"settings": decoding.to_dict(), "note": decoding.note}
-        stream = _streaming.should_stream(target, texts, decoding) if streaming is None else streaming
+        stream = (
+            _streaming.should_stream(target, texts, decoding) or not step_tensors_fit(target, texts, decoding)
+            if streaming is None
+            else streaming
+        )
         message = f"{target.spec} / {decoding.name}{' (streaming)' if stream else ''}"
         if progress:
             progress(message)
@@ -97,7 +103,8 @@ def check_loaded(
             f"streaming mode ({', '.join(streamed)}): the step scores were not kept, so {lost} checks that need "
             "them or re-runs of the model were not judged"
             + (
-                " (chosen automatically above 512 MiB of step tensors; --no-streaming keeps them)"
+                " (chosen automatically above 512 MiB of step tensors, or where they would not fit in memory; "
+                "--no-streaming keeps them)"
                 if streaming is None
                 else ""
             )
@@ -108,6 +115,51 @@ def check_loaded(
             " missing, or it raised): the log-prob checks compared our gather and indexing only"
         )
     return tr.finalize()
+
+
+#: Share of the free memory (host RAM; each GPU the model runs on) the step tensors may take before
+#: streaming mode is chosen automatically.
+FIT_FRACTION = 0.5
+
+
+def _free_host_bytes() -> int | None:
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _free_gpu_bytes(target: Target) -> dict[str, int]:
+    """Free memory of each CUDA device the model runs on (its device, or every GPU of its device map)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return {}
+    devices = {torch.device(target.device)} if target.device.type == "cuda" else set()
+    for where in (target.device_map or {}).values():
+        if isinstance(where, int) or (isinstance(where, str) and where.startswith("cuda")):
+            devices.add(torch.device("cuda", where) if isinstance(where, int) else torch.device(where))
+    return {str(d): int(torch.cuda.mem_get_info(d)[0]) for d in devices}
+
+
+def step_tensors_fit(target: Target, texts: Sequence[str], decoding: Decoding) -> bool:
+    """Whether record mode's step tensors fit: ``generate()`` keeps every step's scores and logits on the
+    device of the output layer, and the record stacks them (and the evidence's teacher-forced logits under
+    three layouts) in float32 on the host. Each must stay under :data:`FIT_FRACTION` of the free memory
+    there; where the free memory cannot be read, they fit."""
+    from . import streaming as _streaming
+
+    decoding = resolve(decoding, target.model.generation_config)
+    vocab = int(target.model.get_output_embeddings().weight.shape[0])
+    steps = decoding.max_new_tokens or 20
+    rows = _streaming.score_rows_of(decoding, len(texts))
+    returned = len(texts) * decoding.num_return_sequences
+    host = _streaming.projected_step_bytes(rows, steps, vocab) + 3 * returned * steps * vocab * 4
+    free = _free_host_bytes()
+    if free is not None and host > FIT_FRACTION * free:
+        return False
+    on_device = _streaming.projected_step_bytes(rows, steps, vocab)  # float32 scores and logits in generate()
+    return all(on_device <= FIT_FRACTION * gpu for gpu in _free_gpu_bytes(target).values())
 
 
 def _streaming_reason(result: Result) -> Result:
@@ -136,8 +188,14 @@ def check(
     streaming: bool | None = None,
     evidence: str = "standard",
     strict: bool = False,
+    device_map: str | dict[str, Any] | None = None,
+    max_memory: str | dict[str, Any] | None = None,
+    offload_folder: str | None = None,
 ) -> Report:
-    """Load and check each target; a target that cannot be loaded gets status ``error``."""
+    """Load and check each target; a target that cannot be loaded gets status ``error``.
+
+    ``device_map`` / ``max_memory`` / ``offload_folder`` load each checkpoint sharded through
+    transformers/accelerate (see :func:`ppinvariants.targets.load_target`)."""
     decodings = list(decodings)
     report = Report(environment=environment(device, dtype))
     for spec in specs:
@@ -149,8 +207,13 @@ def check(
                 dtype=dtype,
                 trust_remote_code=trust_remote_code,
                 allow_pickle=allow_pickle,
+                device_map=device_map,
+                max_memory=max_memory,
+                offload_folder=offload_folder,
             )
             report.environment["device"] = str(target.device)
+            if target.device_map is not None:
+                report.environment["device_map"] = {k: str(v) for k, v in target.device_map.items()}
             report.targets.append(
                 check_loaded(
                     target,

@@ -50,6 +50,7 @@ class Target:
     conventions: Conventions
     device: torch.device
     dtype: torch.dtype
+    device_map: dict[str, Any] | None = None  # where accelerate put each module, when loaded with a device_map
 
     def __repr__(self) -> str:  # the default would print the whole model (e.g. in Hypothesis reports)
         return f"Target({self.spec!r}, {type(self.model).__name__}, {self.device}, {self.dtype_name})"
@@ -72,6 +73,66 @@ def resolve_device(device: str) -> torch.device:
     raise UsageError(f"unknown device {device!r}: use cpu, cuda, cuda:N or auto")
 
 
+#: ``device_map`` strategies transformers/accelerate accept by name.
+DEVICE_MAP_STRATEGIES = ("auto", "balanced", "balanced_low_0", "sequential")
+
+
+def parse_device_map(value: Any) -> str | dict[str, Any] | None:
+    """A ``device_map`` for ``from_pretrained``: a strategy name (``auto``, ``balanced``, ...), a dict of
+    module name to device (an int for a GPU, ``"cpu"``, ``"disk"``, ``"cuda:N"``), or its JSON text."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):
+        if value in DEVICE_MAP_STRATEGIES:
+            return value
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            raise UsageError(
+                f"device map {value!r}: use one of {', '.join(DEVICE_MAP_STRATEGIES)} or a JSON object of module "
+                'name to device, e.g. \'{"model.encoder": "cpu", "model.decoder": "disk", "lm_head": "cpu"}\''
+            ) from None
+    if not isinstance(value, dict) or not value:
+        raise UsageError(f"device map {value!r}: a strategy name or a non-empty object of module name to device")
+    for module, where in value.items():
+        if not isinstance(module, str) or not (isinstance(where, int) or isinstance(where, str)):
+            raise UsageError(
+                f"device map entry {module!r}: {where!r} is not a device (an int, 'cpu', 'disk', 'cuda:N')"
+            )
+    return value
+
+
+def _placement(device_map: Any, max_memory: Any, offload_folder: str | None) -> dict[str, Any]:
+    """``from_pretrained`` keywords that shard the model through accelerate; empty without a device map."""
+    dm = parse_device_map(device_map)
+    if dm is None:
+        if max_memory is not None or offload_folder is not None:
+            raise UsageError("max_memory and offload_folder apply only with a device_map")
+        return {}
+    if isinstance(max_memory, str):
+        try:
+            max_memory = json.loads(max_memory)
+        except json.JSONDecodeError:
+            raise UsageError(
+                f'max_memory {max_memory!r}: a JSON object, e.g. \'{{"cpu": "2GiB", "0": "20GiB"}}\''
+            ) from None
+    if max_memory is not None:
+        if not isinstance(max_memory, dict):
+            raise UsageError(f"max_memory {max_memory!r}: an object of device to size")
+        max_memory = {int(k) if isinstance(k, str) and k.isdigit() else k: v for k, v in max_memory.items()}
+    if offload_folder is None:  # accelerate needs one as soon as a module lands on "disk"
+        import atexit
+        import shutil
+        import tempfile
+
+        offload_folder = tempfile.mkdtemp(prefix="ppinvariants-offload-")
+        atexit.register(shutil.rmtree, offload_folder, True)
+    out: dict[str, Any] = {"device_map": dm, "offload_folder": str(offload_folder)}
+    if max_memory is not None:
+        out["max_memory"] = max_memory
+    return out
+
+
 def resolve_dtype(dtype: str) -> torch.dtype:
     if dtype not in DTYPES:
         raise UsageError(f"unknown dtype {dtype!r}: use one of {', '.join(DTYPES)}")
@@ -85,16 +146,28 @@ def load_target(
     dtype: str = "float32",
     trust_remote_code: bool = False,
     allow_pickle: bool = False,
+    device_map: str | dict[str, Any] | None = None,
+    max_memory: str | dict[str, Any] | None = None,
+    offload_folder: str | None = None,
 ) -> Target:
     """Load ``spec`` and return a :class:`Target` in eval mode on ``device`` in ``dtype``.
 
     ``spec`` is one of: ``tiny:<arch>`` (a built-in tiny model), a checkpoint directory,
     ``FILE.py:FUNC`` or ``package.module:FUNC`` (a zero-argument factory returning
     ``(model, tokenizer)``), or a hub id that is already in the local cache.
+
+    ``device_map`` (``auto``, ``balanced``, ``balanced_low_0``, ``sequential``, or a dict / JSON object
+    of module name to device, ``"disk"`` included) loads the checkpoint sharded through
+    transformers/accelerate instead of onto ``device``, with ``max_memory`` per device and
+    ``offload_folder`` for modules on ``"disk"`` (default: a temporary folder, removed at exit).
+    A factory loads its own model: shard it there (a model it returns dispatched is left where it is).
     """
     if not spec or not spec.strip():
         raise UsageError("empty target: give a checkpoint directory, tiny:<arch>, FILE.py:FUNC or module:FUNC")
-    dev = resolve_device(device)
+    placement = _placement(device_map, max_memory, offload_folder)
+    if placement and device not in ("cpu", "auto"):
+        raise UsageError(f"device {device!r} and a device map both given: the device map places the model")
+    dev = torch.device("cpu") if placement else resolve_device(device)
     dt = resolve_dtype(dtype)
     with _compat.quiet_transformers():
         if spec.startswith("tiny:"):
@@ -105,17 +178,24 @@ def load_target(
                 raise TargetError(f"unknown tiny model {arch!r}; built-in: {', '.join(zoo.ALL_ARCHITECTURES)}")
             if not _tiny_is_built(zoo, arch):
                 say(f"building {spec} (first run, cached afterwards in {zoo.cache_root()})")
-            model, tokenizer = _load_checkpoint(zoo.tiny_checkpoint(arch), dt, trust_remote_code, allow_pickle)
+            model, tokenizer = _load_checkpoint(
+                zoo.tiny_checkpoint(arch), dt, trust_remote_code, allow_pickle, placement
+            )
         elif Path(spec).is_dir():
-            model, tokenizer = _load_checkpoint(Path(spec), dt, trust_remote_code, allow_pickle)
+            model, tokenizer = _load_checkpoint(Path(spec), dt, trust_remote_code, allow_pickle, placement)
         elif _looks_like_factory(spec):
+            if placement:
+                raise UsageError(
+                    f"{spec}: a device map applies to checkpoint directories, tiny:<arch> and cached hub ids; "
+                    "a factory loads its own model (pass device_map to from_pretrained there)"
+                )
             model, tokenizer = _load_factory(spec)
         elif Path(spec).exists():
             raise TargetError(f"{spec}: is a file, not a checkpoint directory (or FILE.py:FUNC factory)")
         elif _looks_like_path(spec):
             raise TargetError(f"{spec}: no such checkpoint directory")
         else:
-            model, tokenizer = _load_cached_hub_id(spec, dt, trust_remote_code, allow_pickle)
+            model, tokenizer = _load_cached_hub_id(spec, dt, trust_remote_code, allow_pickle, placement)
         return _finish(spec, model, tokenizer, dev, dt)
 
 
@@ -146,7 +226,12 @@ def _finish(spec: str, model: Any, tokenizer: Any, dev: torch.device, dt: torch.
         )
     if not hasattr(model, "generate"):
         raise TargetError(f"{spec}: the model has no generate() method")
-    model = model.to(device=dev, dtype=dt).eval()
+    device_map = dispatched(model)
+    if device_map is None:
+        model = model.to(device=dev, dtype=dt).eval()
+    else:  # sharded by accelerate: its hooks move activations between devices; inputs go where the first module runs
+        model = model.eval()
+        dev = input_device(model)
     pad_from_eos = not getattr(config, "is_encoder_decoder", False) and tokenizer.pad_token_id is None
     if pad_from_eos:
         # Decoder-only tokenizers often have no pad token: set pad = eos, as training loops and
@@ -160,7 +245,33 @@ def _finish(spec: str, model: Any, tokenizer: Any, dev: torch.device, dt: torch.
     conventions = derive_conventions(model, tokenizer)
     if pad_from_eos:
         conventions = dataclasses.replace(conventions, pad_from_eos=True)
-    return Target(spec=spec, model=model, tokenizer=tokenizer, conventions=conventions, device=dev, dtype=dt)
+    return Target(
+        spec=spec,
+        model=model,
+        tokenizer=tokenizer,
+        conventions=conventions,
+        device=dev,
+        dtype=dt,
+        device_map=device_map,
+    )
+
+
+def dispatched(model: Any) -> dict[str, Any] | None:
+    """The device map of a model accelerate dispatched (``hf_device_map``), None for a model in one place."""
+    device_map = getattr(model, "hf_device_map", None)
+    return dict(device_map) if isinstance(device_map, dict) and device_map else None
+
+
+def input_device(model: Any) -> torch.device:
+    """Where a model's inputs go: the device of its first module under a device map (a module on ``"cpu"`` or
+    ``"disk"`` runs on the CPU; accelerate's hooks move what each other module needs), else its parameters'."""
+    device_map = dispatched(model)
+    if device_map is None:
+        return next(model.parameters()).device
+    first = next(iter(device_map.values()))
+    if isinstance(first, int):
+        return torch.device("cuda", first)
+    return torch.device("cpu" if first in ("cpu", "disk") else first)
 
 
 def _looks_like_factory(spec: str) -> bool:
@@ -185,7 +296,9 @@ def _read_config(path: Path) -> dict[str, Any]:
     return cfg
 
 
-def _load_checkpoint(path: Path, dt: torch.dtype, trust_remote_code: bool, allow_pickle: bool) -> tuple[Any, Any]:
+def _load_checkpoint(
+    path: Path, dt: torch.dtype, trust_remote_code: bool, allow_pickle: bool, placement: dict[str, Any] | None = None
+) -> tuple[Any, Any]:
     import transformers
 
     raw = _read_config(path)
@@ -227,7 +340,7 @@ def _load_checkpoint(path: Path, dt: torch.dtype, trust_remote_code: bool, allow
         raise TargetError(f"{path}: no weights found (model.safetensors)")
     try:
         model = cls.from_pretrained(
-            str(path), trust_remote_code=trust_remote_code, **weights, **_compat.dtype_kwarg(dt)
+            str(path), trust_remote_code=trust_remote_code, **weights, **_compat.dtype_kwarg(dt), **(placement or {})
         )
     except Exception as e:  # noqa: BLE001
         raise TargetError(f"{path}: cannot load the model: {_one_line(e)}") from None
@@ -291,7 +404,9 @@ def _load_factory(spec: str) -> tuple[Any, Any]:
     return model, tokenizer
 
 
-def _load_cached_hub_id(spec: str, dt: torch.dtype, trust_remote_code: bool, allow_pickle: bool) -> tuple[Any, Any]:
+def _load_cached_hub_id(
+    spec: str, dt: torch.dtype, trust_remote_code: bool, allow_pickle: bool, placement: dict[str, Any] | None = None
+) -> tuple[Any, Any]:
     try:
         from huggingface_hub import snapshot_download
 
@@ -301,7 +416,7 @@ def _load_cached_hub_id(spec: str, dt: torch.dtype, trust_remote_code: bool, all
             f"{spec}: no such checkpoint directory, and not in the local Hugging Face cache as a hub id "
             "(ppinvariants never downloads; fetch it first or pass a checkpoint directory)"
         ) from None
-    return _load_checkpoint(Path(path), dt, trust_remote_code, allow_pickle)
+    return _load_checkpoint(Path(path), dt, trust_remote_code, allow_pickle, placement)
 
 
 def _one_line(e: BaseException) -> str:
