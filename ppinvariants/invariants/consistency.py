@@ -2,6 +2,9 @@
 
 These read :class:`ppinvariants.evidence.Evidence`, collected at capture time; a record captured
 without evidence makes them skip.
+
+Its length (about 480 lines): every check here reads the same evidence through the same helpers
+(``_evidence``, the rerun comparison); the decoder-only left-padding check joined them.
 """
 
 from __future__ import annotations

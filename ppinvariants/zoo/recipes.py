@@ -3,6 +3,8 @@
 Also the generated corpus the tokenizers are trained and the models calibrated on. How a recipe
 becomes a checkpoint is :mod:`ppinvariants.zoo.build`; how its tokenizer is trained,
 :mod:`ppinvariants.zoo.tokenizers`.
+
+Its length is the table itself: one recipe per architecture (20 seq2seq, 3 decoder-only), data only.
 """
 
 from __future__ import annotations
