@@ -218,6 +218,11 @@ def _tiny_is_built(zoo: Any, arch: str) -> bool:
 
 def _finish(spec: str, model: Any, tokenizer: Any, dev: torch.device, dt: torch.dtype) -> Target:
     config = getattr(model, "config", None)
+    if not getattr(config, "is_encoder_decoder", False) and not _compat.checks_decoder_only():
+        raise TargetError(
+            f"{spec}: decoder-only models are checked with transformers 5 only for now (this is "
+            f"{_compat.TRANSFORMERS_VERSION}); encoder-decoder models are checked from 4.40 on"
+        )
     if not getattr(config, "is_encoder_decoder", False) and not _compat.is_causal_lm(model):
         kind = getattr(config, "model_type", type(model).__name__)
         raise TargetError(

@@ -9,7 +9,7 @@ import pytest
 import torch
 from _records import tiny_target
 
-from ppinvariants import capture
+from ppinvariants import _compat, capture
 from ppinvariants.decoding import BEAM, DEFAULT_TEXTS, GREEDY, for_decoder_only
 from ppinvariants.invariants import REGISTRY
 from ppinvariants.judge import run_invariants
@@ -18,6 +18,11 @@ from ppinvariants.rescoring import sequence_logprobs
 from ppinvariants.runner import check_loaded
 from ppinvariants.targets import Target, load_target
 from ppinvariants.zoo import CAUSAL_ARCHITECTURES
+
+#: Decoder-only checks are verified on transformers 5 only (``_compat.checks_decoder_only``).
+only_5 = pytest.mark.skipif(
+    not _compat.checks_decoder_only(), reason="decoder-only models are checked with transformers 5 only"
+)
 
 #: Invariants fired by the tests of this module (tests/test_invariants.py counts them).
 FIRING_TESTED = {"prompt_echoed_unchanged", "batch_is_left_padded", "left_padding_invariance"}
@@ -34,6 +39,7 @@ def causal_record(arch: str, decoding: str = "greedy") -> GenerationRecord:
     return dataclasses.replace(rec, sequences=rec.sequences.clone())
 
 
+@only_5
 @pytest.mark.parametrize("arch", CAUSAL_ARCHITECTURES)
 @pytest.mark.parametrize("streaming", [False, True], ids=["record", "streaming"])
 def test_tiny_causal_lm_passes(arch: str, streaming: bool) -> None:
@@ -47,6 +53,7 @@ def test_tiny_causal_lm_passes(arch: str, streaming: bool) -> None:
         assert {"left_padding_invariance", "teacher_forced_logprobs_match_generation"} <= judged
 
 
+@only_5
 def test_conventions_of_the_causal_zoo() -> None:
     gpt2 = tiny_target("gpt2").conventions
     assert gpt2.decoder_only and gpt2.pad_from_eos and gpt2.pad_is_eos and not gpt2.adds_bos
@@ -60,6 +67,7 @@ def test_conventions_of_the_causal_zoo() -> None:
     assert any("chat turns end with <|im_end|>" in line for line in c.describe())
 
 
+@only_5
 def test_record_reads_the_generated_part_after_the_prompt() -> None:
     rec = causal_record("gpt2")
     assert rec.prompt_length == rec.input_ids.shape[1]
@@ -74,6 +82,7 @@ def _fires(rec: GenerationRecord, name: str) -> list[Any]:
     return violations
 
 
+@only_5
 def test_prompt_echoed_unchanged_fires_on_a_rewritten_prompt() -> None:
     rec = causal_record("opt")
     assert REGISTRY["prompt_echoed_unchanged"].check(rec) == []
@@ -85,6 +94,7 @@ def _right_padded(target: Target) -> None:
     target.conventions = dataclasses.replace(target.conventions, padding_side="right")
 
 
+@only_5
 def test_a_right_padded_batch_is_flagged_with_a_clear_message() -> None:
     target = load_target("tiny:gpt2")
     _right_padded(target)
@@ -106,6 +116,7 @@ def _positions_ignore_mask(target: Target) -> None:
     target.model.forward = no_positions
 
 
+@only_5
 def test_positions_ignoring_the_attention_mask_are_caught() -> None:
     target = load_target("tiny:gpt2")
     _positions_ignore_mask(target)
@@ -113,6 +124,7 @@ def test_positions_ignoring_the_attention_mask_are_caught() -> None:
     _fires(rec, "left_padding_invariance")
 
 
+@only_5
 def test_sequence_logprobs_equals_the_generation_time_logprobs() -> None:
     for arch, decoding in (("gpt2", "greedy"), ("qwen2", "beam")):
         rec = causal_record(arch, decoding)
@@ -124,3 +136,11 @@ def test_sequence_logprobs_equals_the_generation_time_logprobs() -> None:
         with torch.no_grad():
             again = sequence_logprobs(model, rec.sequences, input_ids=rec.input_ids, attention_mask=rec.attention_mask)
         assert torch.allclose(again, lp.detach(), atol=1e-5)
+
+
+@pytest.mark.skipif(_compat.checks_decoder_only(), reason="the refusal exists only before transformers 5")
+def test_decoder_only_is_refused_with_one_line_before_transformers_5() -> None:  # pragma: no cover - 4.x only
+    from ppinvariants.errors import TargetError
+
+    with pytest.raises(TargetError, match="decoder-only models are checked with transformers 5 only"):
+        load_target("tiny:gpt2")
