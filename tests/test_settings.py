@@ -137,8 +137,11 @@ def _assert_healthy(target: Target, decoding: Decoding) -> None:
     recorded, streamed = _judge(target, decoding)
     for mode, results in (("record", recorded), ("streaming", streamed)):
         bad = [(r.invariant, r.status, r.reason, [v.message for v in r.violations[:2]]) for r in results]
-        bad = [b for b in bad if b[1] not in ("pass", "skip")]
+        # xfail: every violation matches a known upstream issue, with its reference (e.g. beam search's
+        # eos padding when pad_token_id == 0, transformers >= 4.50, on t5, pegasus, marian)
+        bad = [b for b in bad if b[1] not in ("pass", "skip", "xfail")]
         assert not bad, (mode, decoding.to_dict(), bad)
+        assert all(r.reason for r in results if r.status == "xfail"), "an xfail must name its upstream issue"
         assert all(r.reason for r in results if r.status == "skip"), "a skip must say why"
     verdicts = {r.invariant: r.status for r in recorded if r.invariant in STREAMING_INVARIANTS}
     assert verdicts == {r.invariant: r.status for r in streamed if r.invariant in STREAMING_INVARIANTS}
