@@ -8,6 +8,10 @@ from __future__ import annotations
 import contextlib
 import copy
 import inspect
+import logging
+import re
+import warnings
+from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
@@ -218,7 +222,6 @@ def check_generation_settings(name: str, settings: Any) -> None:
     """Raise :class:`~ppinvariants.errors.UsageError` where transformers rejects ``settings`` (a dict or a
     ``GenerationConfig``): a wrong type or an invalid combination. Mere warnings (a setting without effect
     under this decoding) pass: a checkpoint's own config often carries such settings."""
-    import warnings
 
     from .errors import UsageError
 
@@ -326,3 +329,57 @@ def quiet_transformers() -> Iterator[None]:
         if bars:
             with contextlib.suppress(AttributeError):
                 hf_logging.enable_progress_bar()
+
+
+def _warning_key(message: str) -> str:
+    """The first line of a warning, numbers replaced by ``#``: one key for a warning repeated per input
+    (``Input ids are automatically padded from 37 to 64``), cut to a readable length."""
+    first = (message.strip().splitlines() or [""])[0]
+    first = re.sub(r"\d+(\.\d+)?", "#", first)
+    return first if len(first) <= 160 else first[:157] + "..."
+
+
+class _Counting(logging.Handler):
+    def __init__(self, counts: Counter[str]) -> None:
+        super().__init__(level=logging.WARNING)
+        self.counts = counts
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.counts[_warning_key(record.getMessage())] += 1
+        except Exception:  # noqa: BLE001 - a message that cannot be formatted is not worth a crash
+            self.counts["(a warning that could not be formatted)"] += 1
+
+
+@contextlib.contextmanager
+def counted_library_warnings() -> Iterator[Counter[str]]:
+    """Within the block, transformers' logged warnings and the Python warnings raised from its modules are
+    counted, one key per message (see :func:`_warning_key`), instead of printed, and its progress bars are
+    off; the counter is filled when the block ends. Other libraries' warnings are re-issued as they were;
+    the ``transformers`` logger's level and handlers are restored after the block."""
+    from transformers.utils import logging as hf_logging
+
+    counts: Counter[str] = Counter()
+    logger = logging.getLogger("transformers")
+    level, handlers = logger.level, logger.handlers[:]
+    bars = getattr(hf_logging, "is_progress_bar_enabled", lambda: True)()
+    logger.handlers = [_Counting(counts)]
+    logger.setLevel(logging.WARNING)
+    with contextlib.suppress(AttributeError):
+        hf_logging.disable_progress_bar()
+    caught: list[warnings.WarningMessage] = []
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            yield counts
+    finally:
+        logger.handlers = handlers
+        logger.setLevel(level)
+        if bars:
+            with contextlib.suppress(AttributeError):
+                hf_logging.enable_progress_bar()
+        for w in caught:
+            if "transformers" in str(w.filename).replace("\\", "/").split("/"):
+                counts[_warning_key(str(w.message))] += 1
+            else:
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)

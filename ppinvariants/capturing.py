@@ -119,6 +119,28 @@ def capture(
             observer.prepare(None, processing_error)
     passed = user + ([observer] if observer is not None else [])
     extra = {"logits_processor": LogitsProcessorList(passed)} if passed else {}
+    with _compat.counted_library_warnings() as warned:
+        record = _generate(target, texts, decoding, batch, truncated, gen_config, effective, extra, keep_scores)
+        record.processing, record.processing_error, record.prompt_length = processing, processing_error, prompt_length
+        if evidence:
+            record.evidence = collect_evidence(target, record, "standard" if evidence is True else str(evidence))
+    record.library_warnings = dict(warned)
+    return record
+
+
+def _generate(
+    target: Any,
+    texts: list[str],
+    decoding: Decoding,
+    batch: dict[str, torch.Tensor],
+    truncated: list[int],
+    gen_config: Any,
+    effective: dict[str, Any],
+    extra: dict[str, Any],
+    keep_scores: bool,
+) -> GenerationRecord:
+    """``generate()`` once on ``batch`` and its outputs as a record (without processing and evidence)."""
+    model, tokenizer = target.model, target.tokenizer
     torch.manual_seed(decoding.seed)
     with torch.no_grad():
         out = model.generate(**batch, generation_config=gen_config, **extra)
@@ -135,7 +157,7 @@ def capture(
         )
         transition = None if transition is None else transition.detach().float().cpu()
     seq_scores = getattr(out, "sequences_scores", None)
-    record = GenerationRecord(
+    return GenerationRecord(
         target=target.spec,
         decoding=decoding,
         texts=list(texts),
@@ -156,13 +178,7 @@ def capture(
         truncated=truncated,
         tokenizer=tokenizer,
         model_type=str(getattr(model.config, "model_type", "")),
-        processing=processing,
-        processing_error=processing_error,
-        prompt_length=prompt_length,
     )
-    if evidence:
-        record.evidence = collect_evidence(target, record, "standard" if evidence is True else str(evidence))
-    return record
 
 
 def _with_lengths(config: Any, effective: dict[str, Any]) -> Any:

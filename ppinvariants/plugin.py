@@ -43,6 +43,7 @@ Its length (about 510 lines): pytest finds options, hooks and fixtures in the on
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from importlib import metadata
@@ -157,6 +158,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=None,
         help="a check that applies but was not judged (streaming mode, missing evidence) fails the test "
         "instead of skipping it (also: ini key ppi_strict)",
+    )
+    group.addoption(
+        "--ppi-quiet",
+        action="store_true",
+        help="no ppinvariants progress lines (the first build of a tiny model, loading a target) on the terminal",
     )
     group.addoption(
         "--ppi-require-target",
@@ -399,27 +405,50 @@ def _load(config: pytest.Config, spec: str) -> Target:
     """The loaded target for ``spec``, from this process's cache; a load error is cached too and
     fails the test with its one-line message (``ppi_target`` itself fails only the first test)."""
     from .errors import PPIError
+    from .progress import reporting
     from .targets import load_target
 
     cache: dict[str, Any] = config.stash[_CACHE]
     if spec not in cache:
         try:
-            cache[spec] = load_target(
-                spec,
-                device=config.getoption("ppi_device"),
-                dtype=config.getoption("ppi_dtype"),
-                trust_remote_code=config.getoption("ppi_trust_remote_code"),
-                allow_pickle=config.getoption("ppi_allow_pickle"),
-                device_map=config.getoption("ppi_device_map", default=None),
-                max_memory=config.getoption("ppi_max_memory", default=None),
-                offload_folder=config.getoption("ppi_offload_folder", default=None),
-            )
+            with reporting(None if config.getoption("ppi_quiet", default=False) else _TerminalProgress(config)):
+                cache[spec] = load_target(
+                    spec,
+                    device=config.getoption("ppi_device"),
+                    dtype=config.getoption("ppi_dtype"),
+                    trust_remote_code=config.getoption("ppi_trust_remote_code"),
+                    allow_pickle=config.getoption("ppi_allow_pickle"),
+                    device_map=config.getoption("ppi_device_map", default=None),
+                    max_memory=config.getoption("ppi_max_memory", default=None),
+                    offload_folder=config.getoption("ppi_offload_folder", default=None),
+                )
         except PPIError as e:
             cache[spec] = e
     loaded = cache[spec]
     if isinstance(loaded, Exception):
         pytest.fail(f"ppinvariants: cannot load target {spec}: {loaded}{_hint(loaded)}", pytrace=False)
     return loaded
+
+
+class _TerminalProgress:
+    """Progress of a target's load (the first build of a tiny model takes a while) as ``ppinvariants | ...``
+    lines on the terminal while pytest captures the test's output, so that a first run in a CI log never
+    looks stalled; ``--ppi-quiet`` turns them off. On an xdist worker, which has no terminal, on stderr."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+
+    def __call__(self, message: str) -> None:
+        from .progress import PREFIX
+
+        capman = self.config.pluginmanager.getplugin("capturemanager")
+        reporter = self.config.pluginmanager.getplugin("terminalreporter")
+        with capman.global_and_fixture_disabled() if capman is not None else contextlib.nullcontext():
+            if reporter is not None and getattr(self.config, "workerinput", None) is None:
+                reporter.write_line(f"{PREFIX}{message}")
+            else:
+                sys.stderr.write(f"{PREFIX}{message}\n")
+                sys.stderr.flush()
 
 
 @pytest.fixture(scope="session")

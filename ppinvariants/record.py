@@ -96,6 +96,8 @@ class GenerationRecord:
     # The reference processors the decoding asks for (ppinvariants.processing), replayed by the checks.
     processing: Processing | None = field(default=None, repr=False, compare=False)
     processing_error: str = ""  # why no reference could be built, for the checks' skip reason
+    # Warnings transformers printed during generate() and the re-runs, counted (silenced there): message -> count.
+    library_warnings: dict[str, int] = field(default_factory=dict, compare=False)
     # Columns of ``sequences`` before the first generated token: 1 (the decoder start) for an encoder-decoder
     # model, the left-padded prompt's width for a decoder-only model.
     prompt_length: int = 1
@@ -179,6 +181,20 @@ class GenerationRecord:
         except Exception:  # noqa: BLE001 - ids outside the tokenizer are themselves a finding
             return f"<id {token_id} outside tokenizer>"
         return f"<id {token_id} outside tokenizer>" if text is None else str(text)
+
+    def decoded_text(self, token_ids: list[int]) -> str:
+        """``token_ids`` as the tokenizer decodes them (special tokens kept, spaces not cleaned up), so that
+        byte-level pieces such as ``'Ġpolic'`` read as text; "" without a tokenizer or where it cannot."""
+        if self.tokenizer is None:
+            return ""
+        try:
+            return str(
+                self.tokenizer.decode(
+                    [int(i) for i in token_ids], skip_special_tokens=False, clean_up_tokenization_spaces=False
+                )
+            )
+        except Exception:  # noqa: BLE001 - an id outside the tokenizer: the pieces are shown instead
+            return ""
 
     def repro(self) -> str:
         return (

@@ -51,6 +51,7 @@ def check_loaded(
     truncated: set[int] = set()
     no_transformers_reading: list[str] = []
     streamed: list[str] = []
+    warned: dict[str, dict[str, int]] = {}  # transformers' warning -> decoding -> count
     for decoding in decodings:
         if getattr(target.conventions, "decoder_only", False):
             decoding = for_decoder_only(decoding)
@@ -84,6 +85,8 @@ def check_loaded(
             )
             continue
         truncated.update(record.truncated)
+        for message, count in record.library_warnings.items():
+            warned.setdefault(message, {})[decoding.name] = count
         if record.transition_scores is None and record.scores is not NOT_KEPT and record.scores is not None:
             no_transformers_reading.append(decoding.name)
         results = results if results is not None else run_invariants(record, invs)
@@ -114,7 +117,22 @@ def check_loaded(
             f"transformers' compute_transition_scores gave no reading on this model ({', '.join(no_transformers_reading)}:"
             " missing, or it raised): the log-prob checks compared our gather and indexing only"
         )
+    tr.notes.extend(library_warning_notes(warned))
     return tr.finalize()
+
+
+def library_warning_notes(warned: dict[str, dict[str, int]]) -> list[str]:
+    """One note per distinct transformers warning of the captures (silenced while they ran): its text once,
+    how often it came and under which decodings, so that a warning repeated per input is read once."""
+    notes = []
+    for message, per_decoding in sorted(warned.items()):
+        total = sum(per_decoding.values())
+        where = ", ".join(f"{name} x{n}" if n > 1 else name for name, n in per_decoding.items())
+        notes.append(
+            f"transformers warned {total} time{'s' if total != 1 else ''} ({where}; silenced during the captures, "
+            f"and some of its warnings are printed once per process): {message!r}"
+        )
+    return notes
 
 
 #: Share of the free memory (host RAM; each GPU the model runs on) the step tensors may take before

@@ -223,6 +223,11 @@ def test_violation_message_is_a_diagnosis() -> None:
     v = result.violations[0]
     assert v.row == 0 and v.step == 8 and v.expected.startswith("finite (replayed: ") and v.found == "-inf"
     assert v.token and v.context and "[[" in v.context
+    # the pieces are followed by the same tokens as decoded text, the step's token marked there too
+    row = rec.sequences[0].tolist()
+    pos = 8 + rec.prompt_length
+    decoded = rec.tokenizer.decode(row[pos : pos + 1], skip_special_tokens=False, clean_up_tokenization_spaces=False)
+    assert f"[[{decoded}]]" in v.context.split(" (text: ", 1)[1]
     assert "seed=0" in result.repro and "tiny:bart" in result.repro and "min_length" in result.repro
 
 

@@ -332,3 +332,42 @@ def test_a_hypothesis_failure_shows_the_example_not_the_source(pytester: pytest.
     assert "Falsifying example" in out or "Failing test case" in out or "n=" in out
     assert "@reproduce_failure" in out  # ppi-ci prints the blob
     assert "SECRET_SOURCE_LINE" not in out and "def test_drawn" not in out and "Traceback" not in out
+
+
+REPORTING_FACTORY = """
+from ppinvariants.progress import say
+from ppinvariants.targets import load_target
+
+def make():
+    say("building my model (a long step)")
+    target = load_target("tiny:bart")
+    return target.model, target.tokenizer
+"""
+
+
+def test_progress_of_a_load_reaches_the_terminal_and_ppi_quiet_turns_it_off(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(factory=REPORTING_FACTORY)
+    pytester.makepyfile(test_it="def test_a(ppi_target): pass\ndef test_b(ppi_target): pass\n")
+    spec = f"--ppi-model={pytester.path / 'factory.py'}:make"
+    result = pytester.runpytest_subprocess(spec, "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2)
+    lines = [line for line in result.outlines if "building my model" in line]
+    assert lines == ["ppinvariants | building my model (a long step)"]  # once: the target is loaded once
+    quiet = pytester.runpytest_subprocess(spec, "--ppi-quiet", "-p", "no:cacheprovider")
+    quiet.assert_outcomes(passed=2)
+    assert not any("building my model" in line for line in quiet.outlines + quiet.errlines)
+
+
+@pytest.mark.slow
+def test_a_first_zoo_build_inside_pytest_prints_progress_even_piped(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A fresh cache: the build's progress lines come while the first test runs (output piped), also on
+    an xdist worker."""
+    monkeypatch.setenv("PPINVARIANTS_CACHE", str(tmp_path / "fresh"))
+    pytester.makepyfile(test_it="def test_a(ppi_target): pass\n")
+    result = pytester.runpytest_subprocess("--ppi-model=tiny:marian", "-n", "1", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+    progress = [line for line in result.outlines + result.errlines if line.startswith("ppinvariants | ")]
+    assert progress[0].startswith("ppinvariants | building tiny:marian (first run"), progress
+    assert any("tokenizer trained" in line for line in progress), progress

@@ -56,8 +56,17 @@ def fmt(value: object) -> str:
     return str(value)
 
 
+def _with_text(record: GenerationRecord, pieces: str, ids: list[int], at: int) -> str:
+    """``pieces`` followed by the same tokens as decoded text, the token at index ``at`` of ``ids`` in ``[[ ]]``."""
+    before, token, after = (record.decoded_text(part) for part in (ids[:at], ids[at : at + 1], ids[at + 1 :]))
+    if not (before or token or after):
+        return pieces
+    return f"{pieces} (text: {before + '[[' + token + ']]' + after!r})"
+
+
 def generated_context(record: GenerationRecord, row: int, step: int, width: int = 3) -> str:
-    """Decoded tokens of ``row`` around generated ``step``, the step's token in ``[[ ]]``."""
+    """Tokens of ``row`` around generated ``step`` as pieces, the step's token in ``[[ ]]``, then the same
+    tokens as decoded text (byte-level pieces such as ``'Ġpolic'`` are hard to read alone)."""
     seq = record.sequences[row].tolist()
     pos = step + record.prompt_length  # sequences start with the decoder start (or the decoder-only prompt)
     lo, hi = max(0, pos - width), min(len(seq), pos + 2)
@@ -67,7 +76,7 @@ def generated_context(record: GenerationRecord, row: int, step: int, width: int 
         parts.append(f"[[{text}]]" if p == pos else text)
     prefix = "... " if lo > 0 else ""
     suffix = " ..." if hi < len(seq) else ""
-    return prefix + " ".join(parts) + suffix
+    return _with_text(record, prefix + " ".join(parts) + suffix, seq[lo:hi], pos - lo)
 
 
 def step_summary(record: GenerationRecord, row: int, step: int, k: int = 3) -> str:
@@ -112,12 +121,14 @@ def beam_row_context(record: GenerationRecord, beam_row: int, step: int, k: int 
 
 
 def input_context(record: GenerationRecord, row: int, pos: int, width: int = 3) -> str:
+    """Input tokens of ``row`` around input position ``pos`` as pieces, that token in ``[[ ]]``, then as decoded text."""
     ids = record.input_ids[row].tolist()
     lo, hi = max(0, pos - width), min(len(ids), pos + 2)
     parts = [
         f"[[{record.token_text(ids[p])!r}]]" if p == pos else repr(record.token_text(ids[p])) for p in range(lo, hi)
     ]
-    return ("... " if lo > 0 else "") + " ".join(parts) + (" ..." if hi < len(ids) else "")
+    pieces = ("... " if lo > 0 else "") + " ".join(parts) + (" ..." if hi < len(ids) else "")
+    return _with_text(record, pieces, ids[lo:hi], pos - lo)
 
 
 def make(

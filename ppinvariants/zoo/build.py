@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from ..progress import say
 from .recipes import ALL_ARCHITECTURES, RECIPES, UNAVAILABLE, Recipe, calibration_texts, corpus
 from .tokenizers import write_tokenizer
 
@@ -303,6 +304,7 @@ def _build(recipe: Recipe, out: Path) -> None:
     import transformers
 
     write_tokenizer(recipe, out)
+    say(f"tiny:{recipe.arch}: tokenizer trained; weights next (initialised, eos calibrated)")
     config_cls: Callable[..., Any] = getattr(transformers, recipe.config_class)
     # Without a tokenizer_class in tokenizer_config.json, AutoTokenizer goes by the config's model type.
     by_type = {} if recipe.tokenizer_class_saved else {"config": config_cls()}
@@ -373,6 +375,7 @@ def _build(recipe: Recipe, out: Path) -> None:
         stats = weights(seed)
         if stats["behaviour"]["ok"]:
             break
+        say(f"tiny:{recipe.arch}: seed {seed} does not behave like a real model; trying seed {seed + 1}")
     else:
         stats = weights(recipe.seed)
     model.save_pretrained(str(out), safe_serialization=True)
