@@ -2,11 +2,16 @@
 
     python scripts/gen_docs.py            # rewrite docs/coverage.md (dated) and the README's bad-input table
     python scripts/gen_docs.py --check    # exit 1 when the committed docs differ (dates ignored)
+    python scripts/gen_docs.py --timings  # also measure the README's quick-start timings (about 15 minutes)
 
 ``docs/coverage.md`` is ``ppinvariants coverage --markdown`` on every zoo architecture, with a dated
 header naming the versions. ``--check`` (run in ``.ci/run``) compares only deterministic content:
-the table and its notes, not the date. Timings are machine-dependent and are not generated here
-(``benchmarks/bench.py`` measures them, on request).
+the table and its notes, not the date.
+
+The README's quick-start timings (between ``<!-- timings:start -->`` and ``<!-- timings:end -->``) are
+measured only with ``--timings``: each command of the quick start run once, as a subprocess, on a fresh
+tiny-model cache, with the date, the machine and its load at the start. Timings are machine-dependent,
+so ``--check`` compares the block's steps and commands (what was measured), not its figures or date.
 
 The README's bad-input table (between ``<!-- bad-input:start -->`` and ``<!-- bad-input:end -->``) is
 each case run through ``ppinvariants.cli.main`` in this process: its exit code and the line it prints.
@@ -162,6 +167,83 @@ def _with_bad_input_table(readme: str, table: str) -> str:
     return readme[:start] + "\n" + table + "\n" + readme[end:]
 
 
+TIMINGS_START, TIMINGS_END = "<!-- timings:start -->", "<!-- timings:end -->"
+MEASURED_LINE = "Measured on "
+
+#: The quick start's steps, in a user's order: (what, the command). The first runs on an empty cache.
+TIMED_STEPS: list[tuple[str, list[str]]] = [
+    ("first `ppinvariants check` (builds the five default tiny models)", ["ppinvariants", "check"]),
+    ("`ppinvariants check` again (tiny models cached)", ["ppinvariants", "check"]),
+    ("`pytest`, the README's test command (first run: builds the further tiny models it uses)", ["pytest"]),
+    ("`pytest -n 2` (tiny models cached)", ["pytest", "-n", "2"]),
+]
+
+
+def _machine() -> str:
+    import os
+    import platform
+
+    import torch
+    import transformers
+
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    load = os.getloadavg()[0]
+    return (
+        f"{os.cpu_count()} cores, {memory:.0f} GiB; Python {platform.python_version()}, torch {torch.__version__}, "
+        f"transformers {transformers.__version__}; load average {load:.1f} at the start"
+    )
+
+
+def timings_block(today: str) -> str:
+    """The README's timings block: each :data:`TIMED_STEPS` command run once from the repository root,
+    in order, on a fresh tiny-model cache, its wall-clock seconds and exit code."""
+    import os
+    import subprocess
+    import tempfile
+    import time
+
+    machine = _machine()
+    rows = ["| step | command | seconds | exit |", "|---|---|---|---|"]
+    with tempfile.TemporaryDirectory() as cache:
+        env = {**os.environ, "PPINVARIANTS_CACHE": cache, "TOKENIZERS_PARALLELISM": "false"}
+        for what, argv in TIMED_STEPS:
+            start = time.perf_counter()
+            done = subprocess.run(argv, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            seconds = time.perf_counter() - start
+            rows.append(f"| {what} | `{' '.join(argv)}` | {seconds:.0f} | {done.returncode} |")
+    head = (
+        f"{MEASURED_LINE}{today} by `python scripts/gen_docs.py --timings`, one run of each step in this order, "
+        f"on {machine}:"
+    )
+    return head + "\n\n" + "\n".join(rows)
+
+
+def _block(readme: str, start: str, end: str) -> str:
+    return readme[readme.index(start) + len(start) : readme.index(end)]
+
+
+def _with_block(readme: str, start: str, end: str, body: str) -> str:
+    i, j = readme.index(start) + len(start), readme.index(end)
+    return readme[:i] + "\n" + body + "\n" + readme[j:]
+
+
+def timings_skeleton(block: str) -> list[str]:
+    """What ``--check`` compares of a timings block: its rows without the figures, without the dated line."""
+    out = []
+    for line in block.strip().splitlines():
+        if line.startswith(MEASURED_LINE) or not line.strip():
+            continue
+        cells = line.split("|")
+        out.append("|".join(cells[:3]) if len(cells) > 4 else line)
+    return out
+
+
+def _expected_timings_skeleton() -> list[str]:
+    rows = ["| step | command | seconds | exit |", "|---|---|---|---|"]
+    rows += [f"| {what} | `{' '.join(argv)}` | - | - |" for what, argv in TIMED_STEPS]
+    return timings_skeleton("\n".join(rows))
+
+
 def _deterministic(text: str) -> list[str]:
     """The lines ``--check`` compares: all but the dated one."""
     return [line for line in text.splitlines() if not line.startswith(DATE_LINE)]
@@ -170,9 +252,18 @@ def _deterministic(text: str) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="compare with the committed docs; exit 1 on a difference")
+    parser.add_argument("--timings", action="store_true", help="also measure the README's quick-start timings")
     args = parser.parse_args(argv)
     readme = README.read_text(encoding="utf-8")
     new_readme = _with_bad_input_table(readme, bad_input_table())
+    if args.timings and not args.check:
+        new_readme = _with_block(new_readme, TIMINGS_START, TIMINGS_END, timings_block(_dt.date.today().isoformat()))
+    committed_timings = _block(readme, TIMINGS_START, TIMINGS_END)
+    if args.check and (
+        timings_skeleton(committed_timings) != _expected_timings_skeleton() or MEASURED_LINE not in committed_timings
+    ):
+        print("README.md's timings do not come from scripts/gen_docs.py --timings: run it", file=sys.stderr)
+        return 1
     if args.check and new_readme != readme:
         diff = difflib.unified_diff(readme.splitlines(), new_readme.splitlines(), "README.md", "README.md (generated)")
         print("\n".join(diff))

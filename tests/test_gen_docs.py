@@ -44,3 +44,23 @@ def test_committed_bad_input_table_matches_the_commands() -> None:
     gen = _module()
     readme = gen.README.read_text(encoding="utf-8")
     assert gen._with_bad_input_table(readme, gen.bad_input_table()) == readme
+
+
+def test_timings_check_compares_steps_and_commands_not_figures() -> None:
+    gen = _module()
+    rows = ["| step | command | seconds | exit |", "|---|---|---|---|"]
+    measured = rows + [
+        f"| {what} | `{' '.join(argv)}` | {40 + i} | 0 |" for i, (what, argv) in enumerate(gen.TIMED_STEPS)
+    ]
+    block = f"{gen.MEASURED_LINE}2026-11-29 by x, on y:\n\n" + "\n".join(measured)
+    assert gen.timings_skeleton(block) == gen._expected_timings_skeleton()
+    other = block.replace("| 40 |", "| 400 |").replace("2026-11-29", "2027-01-01")
+    assert gen.timings_skeleton(other) == gen._expected_timings_skeleton()
+    assert gen.timings_skeleton(block.replace("`pytest -n 2`", "`pytest -n 4`")) != gen._expected_timings_skeleton()
+
+
+def test_committed_readme_timings_come_from_the_script() -> None:
+    gen = _module()
+    block = gen._block(gen.README.read_text(), gen.TIMINGS_START, gen.TIMINGS_END)
+    assert gen.MEASURED_LINE in block
+    assert gen.timings_skeleton(block) == gen._expected_timings_skeleton()
