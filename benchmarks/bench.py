@@ -8,10 +8,14 @@
 (c) the peak RSS rise of record mode and of streaming mode over bare generate (no scores), at
     batch 64 x 64 steps, each mode in a fresh subprocess;
 (d) a per-element Python loop reading chosen-token log-probs vs the vectorized gather check;
-(e) the shipped pytest suite on tiny models with 1 worker vs 2 pytest-xdist workers.
+(e) the shipped pytest suite on tiny models with 1 worker vs 2 pytest-xdist workers (``--dist loadgroup``).
+(f) on a GPU (``--device cuda``): the peak GPU memory of bare generate() (no scores), record mode and
+    streaming mode at batch 64 x 64, each over the loaded model (target: streaming <= 1.1x bare).
 
-Usage: ``python benchmarks/bench.py [--quick]``. Models are random (built offline from configs);
+Usage: ``python benchmarks/bench.py [--quick] [--device cpu|cuda] [--dtype float32|float16|bfloat16]
+[--models bart-large,pegasus-96k] [--sections abcdef]``. Models are random (built offline from configs);
 ``min_length`` above ``max_new_tokens`` bans eos, so every run generates exactly the same length.
+``pegasus-large`` (Pegasus-large's 16+16 layers of width 1024 and 96k vocabulary) is for a GPU.
 """
 
 from __future__ import annotations
@@ -44,7 +48,7 @@ warnings.filterwarnings("ignore")
 transformers.logging.set_verbosity_error()
 
 
-def build(kind: str) -> Any:
+def build(kind: str, device: str = "cpu", dtype: str = "float32") -> Any:
     """A random model as a ppinvariants Target, with the tiny zoo's tokenizer of the same family."""
     torch.manual_seed(0)
     if kind == "bart-large":
@@ -53,6 +57,10 @@ def build(kind: str) -> Any:
             "tiny:bart",
         )  # the defaults are BART-large: vocab 50265, d_model 1024, 12+12 layers
         model = transformers.BartForConditionalGeneration(config)
+    elif kind == "pegasus-large":  # Pegasus-large's sizes: 16+16 layers, d_model 1024, vocab 96103 (for a GPU)
+        config = transformers.PegasusConfig(pad_token_id=0, eos_token_id=1, decoder_start_token_id=0)
+        tok_from = "tiny:pegasus"
+        model = transformers.PegasusForConditionalGeneration(config)
     else:  # Pegasus vocabulary (96103) with smaller layers, to stay runnable on a 2-core CPU
         config = transformers.PegasusConfig(
             vocab_size=96103,
@@ -75,7 +83,9 @@ def build(kind: str) -> Any:
     # the checks are timed building violation messages, not passing).
     width = model.get_output_embeddings().weight.shape[0]
     tokenizer.add_tokens([f"<bench_{i}>" for i in range(width - len(tokenizer))], special_tokens=True)
-    return _finish(kind, model, tokenizer, torch.device("cpu"), torch.float32)
+    from ppinvariants.targets import resolve_device, resolve_dtype
+
+    return _finish(kind, model, tokenizer, resolve_device(device), resolve_dtype(dtype))
 
 
 def fixed(steps: int, name: str = "greedy") -> Decoding:
@@ -90,17 +100,24 @@ def texts(n: int) -> list[str]:
 
 
 def bare(target: Any, batch_texts: list[str], decoding: Decoding, scores: bool = True) -> None:
-    enc = target.tokenizer(batch_texts, return_tensors="pt", padding=True)
+    enc = target.tokenizer(batch_texts, return_tensors="pt", padding=True).to(target.device)
     with torch.no_grad():
         target.model.generate(**enc, **decoding.generate_kwargs(), output_scores=scores, return_dict_in_generate=True)
+
+
+def _sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
 
 
 def median_time(fn: Callable[[], Any], reps: int) -> float:
     fn()  # warm-up
     times = []
     for _ in range(reps):
+        _sync()
         t0 = time.perf_counter()
         fn()
+        _sync()
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
 
@@ -176,6 +193,30 @@ def memory(kind: str, rows: int, steps: int) -> dict[str, float]:
     return out
 
 
+def gpu_memory(target: Any, rows: int, steps: int) -> dict[str, float]:
+    """Peak GPU memory (MiB) each mode allocates above the loaded model, in this process (CUDA only)."""
+    from ppinvariants.streaming import run_streaming
+
+    batch_texts, decoding = texts(rows), fixed(steps)
+    modes = {
+        "bare": lambda: bare(target, batch_texts, decoding, scores=False),
+        "bare+scores": lambda: bare(target, batch_texts, decoding, scores=True),
+        "record": lambda: record_checks(target, batch_texts, decoding),
+        "streaming": lambda: run_streaming(target, batch_texts, decoding),
+    }
+    out = {}
+    bare(target, batch_texts[:2], fixed(2), scores=False)  # kernels and allocator warm
+    for mode, fn in modes.items():
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        fn()
+        torch.cuda.synchronize()
+        out[mode] = (torch.cuda.max_memory_allocated() - base) / 2**20
+    return out
+
+
 def suite_seconds(specs: list[str], workers: int) -> float:
     """Wall time of the shipped suite (``pytest --pyargs ppinvariants.suite``) on ``specs`` with ``workers``
     pytest-xdist workers (0: in-process), one torch thread per worker, run from an empty directory."""
@@ -184,6 +225,8 @@ def suite_seconds(specs: list[str], workers: int) -> float:
 
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--pyargs", "ppinvariants.suite"]
     cmd += [f"--ppi-model={spec}" for spec in specs] + ["-n", str(workers)]
+    if workers:
+        cmd += ["--dist", "loadgroup"]  # each target's tests on one worker, which loads it once
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     with tempfile.TemporaryDirectory() as cwd:
         t0 = time.perf_counter()
@@ -210,27 +253,37 @@ def environment() -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="small workloads, fewer repetitions")
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N: where the models run")
+    p.add_argument("--dtype", default="float32", help="float32 (default), float16 or bfloat16")
+    p.add_argument(
+        "--models", default="bart-large,pegasus-96k", help="comma-separated: bart-large, pegasus-96k, pegasus-large"
+    )
+    p.add_argument("--sections", default="abcdef", help="which measurements to run (default: all of abcdef)")
     p.add_argument("--_memory", nargs=4, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args._memory:
         mode, kind, rows, steps = args._memory
         memory_child(mode, kind, int(rows), int(steps))
         return
+    on_gpu = args.device.startswith("cuda")
     # 2 shared cores: (a)/(b) run at batch 4 x 16 (not the default 8 x 8-text, 24-token workload) to fit ~10 min
     reps = 3
     batch, steps = (4, 8) if args.quick else (4, 16)
     mem_rows, mem_steps = (16, 16) if args.quick else (64, 64)
     d_rows, d_steps = (4, 8) if args.quick else (16, 32)
+    sections = set(args.sections)
     print(environment())
+    if on_gpu:
+        print(f"device: {torch.cuda.get_device_name(torch.device(args.device))}, dtype {args.dtype}")
     print(
         f"workload: batch {batch} x {steps} new tokens (eos banned); (a) greedy, (b) the default check's three "
         f"decodings (greedy, beam 4/2, sampling); medians of {reps} runs (--thorough: 1 run)\n"
     )
     table = []
-    targets = {kind: build(kind) for kind in ("bart-large", "pegasus-96k")}
-    for kind, target in targets.items():
+    for kind in args.models.split(","):
+        target = build(kind, args.device, args.dtype)
         bt, dec = texts(batch), fixed(steps)
-        for threads in (1, 2):
+        for threads in (1, 2) if "a" in sections else ():
             torch.set_num_threads(threads)
             t_bare = median_time(partial(bare, target, bt, dec), reps)
             t_rec = median_time(partial(record_checks, target, bt, dec), reps)
@@ -238,45 +291,66 @@ def main() -> None:
             print(f"(a) {kind} {threads} thr: bare {t_bare:.3f}s, +capture+checks {t_rec:.3f}s, ratio {ratio:.3f}")
             table.append((f"(a) capture + record checks / bare generate, {kind}, {threads} thr", ratio, "<= 1.05"))
         torch.set_num_threads(2)
-        decs = [fixed(steps, d.name) for d in DEFAULT_DECODINGS]
-        t_gen = median_time(lambda: [bare(target, bt, d, scores=False) for d in decs], reps)  # noqa: B023
-        t_cap = median_time(lambda: [capture(target, bt, d, evidence=False) for d in decs], reps)  # noqa: B023
-        t_std = median_time(partial(check_loaded, target, texts=bt, decodings=decs, streaming=False), reps)
-        t_thr = median_time(
-            partial(check_loaded, target, texts=bt, decodings=decs, streaming=False, evidence="thorough"), 1
-        )
+        if "b" in sections:
+            decs = [fixed(steps, d.name) for d in DEFAULT_DECODINGS if d.name in ("greedy", "beam", "sample")]
+            t_gen = median_time(lambda: [bare(target, bt, d, scores=False) for d in decs], reps)  # noqa: B023
+            t_cap = median_time(lambda: [capture(target, bt, d, evidence=False) for d in decs], reps)  # noqa: B023
+            t_std = median_time(partial(check_loaded, target, texts=bt, decodings=decs, streaming=False), reps)
+            t_thr = median_time(
+                partial(check_loaded, target, texts=bt, decodings=decs, streaming=False, evidence="thorough"), 1
+            )
+            print(
+                f"(b) {kind}, greedy + beam + sample: generate() alone {t_gen:.2f}s; capture (scores, logits) "
+                f"{t_cap:.2f}s; default check {t_std:.2f}s (ratio {t_std / t_gen:.2f}); --thorough {t_thr:.2f}s "
+                f"(ratio {t_thr / t_gen:.2f})"
+            )
+            table.append((f"(b) default check / bare generate, 3 decodings, {kind}", t_std / t_gen, "<= 1.5"))
+            table.append((f"(b) check --thorough / bare generate, 3 decodings, {kind}", t_thr / t_gen, "(no target)"))
+        if "d" in sections:
+            record = capture(target, texts(d_rows), fixed(d_steps), evidence=False)
+            t_naive, t_vec = naive_vs_vectorized(record, reps)
+            print(
+                f"(d) {kind}, {d_rows} x {d_steps}: naive loop {t_naive * 1e3:.1f} ms, vectorized {t_vec * 1e3:.1f} ms"
+            )
+            table.append((f"(d) naive Python loop / vectorized gather check, {kind}", t_naive / t_vec, "speed-up"))
+        if "f" in sections and on_gpu:
+            mem = gpu_memory(target, mem_rows, mem_steps)
+            print(
+                f"(f) {kind} {args.dtype} batch {mem_rows} x {mem_steps}: peak GPU memory above the model: "
+                + ", ".join(f"{mode} {mib:.0f} MiB" for mode, mib in mem.items())
+            )
+            table.append(
+                (
+                    f"(f) streaming / bare generate peak GPU memory, {kind}, {args.dtype}",
+                    mem["streaming"] / mem["bare"],
+                    "<= 1.1",
+                )
+            )
+        del target
+    if "e" in sections:
+        specs = ["tiny:bart"] if args.quick else ["tiny:bart", "tiny:t5"]
+        suite_seconds(specs, 0)  # builds/loads the tiny models once, outside the timing
+        serial = statistics.median(suite_seconds(specs, 0) for _ in range(2))
+        parallel = statistics.median(suite_seconds(specs, 2) for _ in range(2))
         print(
-            f"(b) {kind}, greedy + beam + sample: generate() alone {t_gen:.2f}s; capture (scores, logits) "
-            f"{t_cap:.2f}s; default check {t_std:.2f}s (ratio {t_std / t_gen:.2f}); --thorough {t_thr:.2f}s "
-            f"(ratio {t_thr / t_gen:.2f})"
+            f"(e) shipped suite on {' '.join(specs)}: 1 worker {serial:.1f}s, 2 workers (-n 2 --dist loadgroup) {parallel:.1f}s"
         )
-        table.append((f"(b) default check / bare generate, 3 decodings, {kind}", t_std / t_gen, "<= 3"))
-        table.append((f"(b) check --thorough / bare generate, 3 decodings, {kind}", t_thr / t_gen, "(no target)"))
-        record = capture(target, texts(d_rows), fixed(d_steps), evidence=False)
-        t_naive, t_vec = naive_vs_vectorized(record, reps)
-        print(f"(d) {kind}, {d_rows} x {d_steps}: naive loop {t_naive * 1e3:.1f} ms, vectorized {t_vec * 1e3:.1f} ms")
-        table.append((f"(d) naive Python loop / vectorized gather check, {kind}", t_naive / t_vec, "speed-up"))
-    del targets
-    specs = ["tiny:bart"] if args.quick else ["tiny:bart", "tiny:t5"]
-    suite_seconds(specs, 0)  # builds/loads the tiny models once, outside the timing
-    serial = statistics.median(suite_seconds(specs, 0) for _ in range(2))
-    parallel = statistics.median(suite_seconds(specs, 2) for _ in range(2))
-    print(f"(e) shipped suite on {' '.join(specs)}: 1 worker {serial:.1f}s, 2 workers (-n 2) {parallel:.1f}s")
-    table.append((f"(e) shipped suite, 1 worker / 2 workers, {' + '.join(specs)}", serial / parallel, "speed-up"))
-    mem = memory("bart-large", mem_rows, mem_steps)
-    rec_extra, stream_extra = mem["record"] - mem["bare"], mem["streaming"] - mem["bare"]
-    print(
-        f"(c) bart-large batch {mem_rows} x {mem_steps}: peak RSS rise over the loaded model: generate() alone "
-        f"{mem['bare']:.0f} MiB, record mode {mem['record']:.0f} MiB (+{rec_extra:.0f} over generate), "
-        f"streaming {mem['streaming']:.0f} MiB (+{stream_extra:.0f})"
-    )
-    table.append(
-        (
-            f"(c) streaming extra / record extra peak RSS, {mem_rows}x{mem_steps}",
-            stream_extra / rec_extra if rec_extra > 0 else float("nan"),
-            "<= 0.10",
+        table.append((f"(e) shipped suite, 1 worker / 2 workers, {' + '.join(specs)}", serial / parallel, "speed-up"))
+    if "c" in sections and not on_gpu:
+        mem = memory("bart-large", mem_rows, mem_steps)
+        rec_extra, stream_extra = mem["record"] - mem["bare"], mem["streaming"] - mem["bare"]
+        print(
+            f"(c) bart-large batch {mem_rows} x {mem_steps}: peak RSS rise over the loaded model: generate() alone "
+            f"{mem['bare']:.0f} MiB, record mode {mem['record']:.0f} MiB (+{rec_extra:.0f} over generate), "
+            f"streaming {mem['streaming']:.0f} MiB (+{stream_extra:.0f})"
         )
-    )
+        table.append(
+            (
+                f"(c) streaming extra / record extra peak RSS, {mem_rows}x{mem_steps}",
+                stream_extra / rec_extra if rec_extra > 0 else float("nan"),
+                "<= 0.10",
+            )
+        )
     print("\n| measurement | value | target |\n|---|---|---|")
     for name, value, target in table:
         print(f"| {name} | {value:.3f} | {target} |")
