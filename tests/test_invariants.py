@@ -298,3 +298,26 @@ def test_batch_dependent_beam_stop_is_matched_only_with_its_signature() -> None:
     assert not issue.applies(healthy_record("bart", "greedy"))
     rec.generation_config["early_stopping"] = True
     assert not issue.applies(rec)
+
+
+def test_a_row_that_generates_pad_without_eos_is_no_padding() -> None:
+    """A Hypothesis draw (the README's snippets on tiny:t5) found it: T5's pad id is an ordinary token until
+    eos, and a row that runs to the length limit emitting it has no padding to read its length from."""
+    from _records import tiny_target
+
+    from ppinvariants import GREEDY, capture
+    from ppinvariants.record import generated_tokens
+
+    texts = [
+        "people",
+        "Story" + " hello" * 29,
+        "  World 36868 63LongT5Config" + " school" * 36 + "—",
+    ]
+    record = capture(tiny_target("t5"), texts, GREEDY, evidence=False)
+    tokens = generated_tokens(record)
+    pad, eos = record.conventions.pad_token_id, record.conventions.eos_token_ids
+    # the case itself: a row without eos, at the length limit, ending in generated pad ids
+    assert record.sequences.shape[1] == record.max_length
+    assert any(int(tokens[r, -1]) == pad and not set(tokens[r].tolist()) & set(eos) for r in range(len(texts)))
+    [result] = [r for r in run_invariants(record) if r.invariant == "padding_mask_matches_eos"]
+    assert result.status == "pass", result.violations[:1]

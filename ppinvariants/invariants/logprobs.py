@@ -145,7 +145,10 @@ def padding_mask_matches_eos(record: GenerationRecord) -> list[Violation]:
     name = "padding_mask_matches_eos"
     c = record.conventions
     tokens = generated_tokens(record)
-    mask, _ = finished_mask(tokens, c.eos_token_ids)
+    mask, has_eos = finished_mask(tokens, c.eos_token_ids)
+    # A row without eos that ran to the length limit was never padded: a pad id at its end is a token the
+    # model generated (pad is an ordinary id until eos; T5 can emit its <pad>), not padding to read lengths from.
+    unpadded = ~has_eos & (record.sequences.shape[1] >= record.max_length)
     parts = []
     bad = ((mask == 0) & (tokens != c.pad_token_id)).nonzero()
     parts.append(
@@ -184,7 +187,7 @@ def padding_mask_matches_eos(record: GenerationRecord) -> list[Violation]:
     # Lengths the naive way, from the trailing run of pad (what `tokens != pad` gives): an
     # independent reading of where each row ends, to hold the eos-derived mask against.
     is_pad = (tokens == c.pad_token_id).int()
-    trailing_pad = is_pad.flip(1).cumprod(dim=1).sum(dim=1)
+    trailing_pad = torch.where(unpadded, 0, is_pad.flip(1).cumprod(dim=1).sum(dim=1))
     lengths = tokens.shape[1] - trailing_pad
     if c.pad_token_id in c.eos_token_ids:
         # pad = eos (a tokenizer without a pad token): the trailing run of pad begins with the row's real
