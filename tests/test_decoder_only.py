@@ -16,6 +16,7 @@ from ppinvariants.judge import run_invariants
 from ppinvariants.record import GenerationRecord, generated_tokens
 from ppinvariants.rescoring import sequence_logprobs
 from ppinvariants.runner import check_loaded
+from ppinvariants.selftest import _positions_ignore_mask
 from ppinvariants.targets import Target, load_target
 from ppinvariants.zoo import CAUSAL_ARCHITECTURES
 
@@ -121,17 +122,6 @@ def test_a_right_padded_batch_is_flagged_with_a_clear_message() -> None:
     assert "right-padded" in message and "padding_side = 'left'" in message
     results = {r.invariant: r.status for r in run_invariants(rec)}
     assert results["left_padding_invariance"] == "fail"  # alone, the prompt generates differently
-
-
-def _positions_ignore_mask(target: Target) -> None:
-    """The model numbers positions from the first column, padding included (position_ids dropped)."""
-    forward = target.model.forward
-
-    def no_positions(*args: Any, **kwargs: Any) -> Any:
-        kwargs.pop("position_ids", None)
-        return forward(*args, **kwargs)
-
-    target.model.forward = no_positions
 
 
 @only_5
