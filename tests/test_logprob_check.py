@@ -7,10 +7,13 @@ from typing import Any
 import pytest
 import torch
 from _records import tiny_target
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from ppinvariants import _compat, check_logprob_fn
 from ppinvariants.errors import UsageError
 from ppinvariants.logprob_check import LogprobMismatchError
+from ppinvariants.strategies import chat_prompts, text_batches
 
 pytestmark = pytest.mark.skipif(
     not _compat.checks_decoder_only(), reason="decoder-only models are checked with transformers 5 only"
@@ -83,3 +86,14 @@ def test_a_function_returning_the_wrong_shape_is_one_clear_error() -> None:
 
     with pytest.raises(UsageError, match=r"one value per row, a tensor of shape \(8,\), not \(8, 3\)"):
         check_logprob_fn(per_token, tiny_target("gpt2"))
+
+
+@settings(max_examples=3, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_a_right_function_agrees_on_drawn_batches(data: Any) -> None:
+    # As a user drives it with Hypothesis: left-padded prompt batches, and chat prompts where there is a template.
+    gpt2, qwen2 = tiny_target("gpt2"), tiny_target("qwen2")
+    batch = data.draw(text_batches(tokenizer=gpt2.tokenizer, min_size=2, max_size=4, max_tokens=40))
+    assert check_logprob_fn(right, gpt2, texts=batch).ok
+    chats = data.draw(st.lists(chat_prompts(tokenizer=qwen2.tokenizer, max_tokens=100), min_size=2, max_size=3))
+    assert check_logprob_fn(right, qwen2, texts=chats).ok
