@@ -35,6 +35,9 @@ _PUBLIC: dict[str, str] = {
     "Target": "targets",
     "GenerationRecord": "record",
     "sequence_logprobs": "rescoring",
+    "check_logprob_fn": "logprob_check",
+    "LogprobCheck": "logprob_check",
+    "LogprobMismatchError": "logprob_check",
     "Report": "report",
 }
 

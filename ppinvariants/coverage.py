@@ -1,7 +1,8 @@
 """Which architectures pass which invariants: every tiny zoo model under greedy, beam and sampling.
 
 ``ppinvariants coverage`` builds (or loads from the cache) each tiny checkpoint of
-:data:`ppinvariants.zoo.ALL_ARCHITECTURES`, runs :func:`ppinvariants.runner.check` on it
+:data:`ppinvariants.zoo.ALL_ARCHITECTURES` and, where decoder-only models are checked (transformers 5),
+of :data:`ppinvariants.zoo.CAUSAL_ARCHITECTURES`, runs :func:`ppinvariants.runner.check` on it
 with the default decodings, and folds the results into one row per architecture and decoding:
 
 * ``pass``: every invariant holds (or does not apply);
@@ -83,13 +84,15 @@ def run_coverage(
     progress: Callable[[str], None] | None = None,
     evidence: str = "standard",
 ) -> Coverage:
-    """Check every architecture in ``archs`` (default: the whole zoo) under each decoding, with
-    ``evidence`` (``"standard"`` or ``"thorough"``) re-runs for the consistency invariants."""
-    from . import zoo
+    """Check every architecture in ``archs`` (default: the whole zoo, its decoder-only models where they are
+    checked) under each decoding, with ``evidence`` (``"standard"`` or ``"thorough"``) re-runs for the
+    consistency invariants."""
+    from . import _compat, zoo
     from .runner import check
 
     default = archs is None
-    archs = list(zoo.ALL_ARCHITECTURES if archs is None else archs)
+    causal = zoo.CAUSAL_ARCHITECTURES if _compat.checks_decoder_only() else ()
+    archs = list((*zoo.ALL_ARCHITECTURES, *causal) if archs is None else archs)
     rows: list[CoverageRow] = []
     environment: dict[str, str] = {}
     for arch in archs:

@@ -30,6 +30,10 @@ Fixtures:
 * ``ppi_capture``: ``(texts, decoding=GREEDY, **capture_kwargs) -> GenerationRecord`` for the current target.
 * ``ppi_assert_invariants``: ``(record, invariants=None) -> list[Result]``; fails the test with
   the violations (message, context, reproduction line) and no traceback when an invariant fails.
+* ``ppi_logprob_check``: ``(fn, **kwargs) -> LogprobCheck``: a training loop's own sequence log-prob function
+  ``fn(model, sequences, attention_mask, prompt_length, ...)`` held against ``sequence_logprobs`` on the current
+  target's captured batches (see :func:`ppinvariants.logprob_check.check_logprob_fn`); a row that differs
+  fails the test with the diagnosis (row, input, expected and found, the likely cause) and no traceback.
 * ``ppi_snapshot``: ``.check(target, texts=None, decodings=None, *, atol=None, basename=None)``
   compares generated tokens and log-probs against ``<test dir>/snapshots/<test name>.json``
   (pytest-regressions style: created on the first run, which fails; ``--ppi-regen`` rewrites it);
@@ -37,7 +41,7 @@ Fixtures:
 
 Markers: ``ppi_gpu`` (skipped unless ``torch.cuda.is_available()``) and ``ppi_default_targets``.
 
-Its length (about 510 lines): pytest finds options, hooks and fixtures in the one module the
+Its length (about 590 lines): pytest finds options, hooks and fixtures in the one module the
 ``pytest11`` entry point names, so they stay together here.
 """
 
@@ -56,6 +60,7 @@ from . import __version__
 if TYPE_CHECKING:
     from .decoding import Decoding
     from .invariants import Invariant
+    from .logprob_check import LogprobCheck
     from .record import GenerationRecord
     from .report import Result
     from .snapshot import SnapshotFixture
@@ -497,6 +502,28 @@ def ppi_capture(ppi_target: Target, request: pytest.FixtureRequest) -> Callable[
             pytest.fail(f"ppinvariants: {e}", pytrace=False)
 
     return _capture
+
+
+@pytest.fixture
+def ppi_logprob_check(ppi_target: Target) -> Callable[..., LogprobCheck]:
+    """A function ``(fn, **kwargs) -> LogprobCheck`` that runs :func:`ppinvariants.logprob_check.check_logprob_fn`
+    on the current target (``kwargs``: ``texts``, ``decodings``, ``atol``). A row on which ``fn`` differs from
+    ``sequence_logprobs`` fails the test with the diagnosis; a bad input or function fails it with one line."""
+    from ._compat import quiet_transformers
+    from .errors import PPIError
+    from .logprob_check import LogprobMismatchError, check_logprob_fn
+
+    def _check(fn: Callable[..., Any], **kwargs: Any) -> LogprobCheck:
+        __tracebackhide__ = True
+        try:
+            with quiet_transformers():
+                return check_logprob_fn(fn, ppi_target, **kwargs)
+        except LogprobMismatchError as e:
+            pytest.fail(str(e), pytrace=False)
+        except PPIError as e:
+            pytest.fail(f"ppinvariants: {e}", pytrace=False)
+
+    return _check
 
 
 @pytest.fixture

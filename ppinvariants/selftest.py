@@ -1,7 +1,8 @@
 """Mutation self-test: inject one fault per bug class into a healthy tiny model, and see which invariants fire.
 
 A fault is injected the way such bugs arise in practice: a forward hook on the logits, a
-post-processing of ``generate()``'s output, or a change of config or tokenizer. Every fault must
+post-processing of ``generate()``'s output, a change of config or tokenizer, or (decoder-only) a
+sequence log-prob computed with the wrong mask. Every fault must
 be caught by at least one invariant, and the healthy models must give no violation at all; a
 fault nothing catches is a gap in the invariants, never a reason to drop the fault.
 """
@@ -15,12 +16,14 @@ from typing import Any
 
 import torch
 
+from . import _compat
 from .decoding import DEFAULT_DECODINGS, DEFAULT_TEXTS, Decoding
 from .report import TargetReport
 from .runner import check_loaded
 from .targets import Target, load_target
 
-Inject = Callable[[Target], None]
+#: Injects a fault into a fresh target; may return a function that undoes what it changed outside the target.
+Inject = Callable[[Target], "Callable[[], None] | None"]
 
 
 @dataclass(frozen=True)
@@ -29,7 +32,7 @@ class Fault:
 
     name: str
     bug_class: str
-    how: str  # "hook" | "post-process" | "config" | "tokenizer"
+    how: str  # "hook" | "post-process" | "config" | "tokenizer" | "rescoring"
     inject: Inject
     arch: str = "bart"
 
@@ -221,6 +224,67 @@ def _encoder_ignores_mask(target: Target) -> None:
     encoder.forward = no_mask
 
 
+# ------------------------------------------------------------------------------- decoder-only faults
+
+
+def _positions_ignore_mask(target: Target) -> None:
+    """The model numbers positions from the first column, left padding included (``position_ids`` dropped)."""
+    forward = target.model.forward
+
+    def no_positions(*args: Any, **kwargs: Any) -> Any:
+        kwargs.pop("position_ids", None)
+        return forward(*args, **kwargs)
+
+    target.model.forward = no_positions
+
+
+def _logprob_mask_from_pad(target: Target) -> Callable[[], None]:
+    """The sequence log-prob (teacher-forced, with gradient: what a training loop computes) masks the generated
+    tokens with ``sequences != pad``: where pad is eos that drops each row's real eos. Returns the undo."""
+    from . import evidence
+
+    original = evidence.generation_mask
+    pad = target.conventions.pad_token_id
+
+    def not_pad(sequences: torch.Tensor, eos_token_ids: Any, prompt_length: int = 1) -> torch.Tensor:
+        return (sequences[:, prompt_length:] != pad).long()
+
+    evidence.generation_mask = not_pad
+
+    def undo() -> None:
+        evidence.generation_mask = original
+
+    return undo
+
+
+def _right_padded(target: Target) -> None:
+    """Prompts padded on the right (the tokenizer's default side), so generation continues after the padding."""
+    from dataclasses import replace
+
+    target.conventions = replace(target.conventions, padding_side="right")
+
+
+#: Decoder-only faults (checked with transformers 5 only, as decoder-only models are).
+CAUSAL_FAULTS: tuple[Fault, ...] = (
+    Fault(
+        "positions_ignore_mask",
+        "position ids ignore the attention mask under left padding",
+        "hook",
+        _positions_ignore_mask,
+        # Absolute learned positions: under rotary embeddings (Llama, Mistral, Gemma, Qwen2, Phi) attention
+        # reads only relative positions, and a row's constant shift changes nothing (1e-5 in the logits).
+        arch="gpt2",
+    ),
+    Fault(
+        "logprob_mask_not_pad",
+        "a sequence log-prob masked by != pad where pad is eos",
+        "rescoring",
+        _logprob_mask_from_pad,
+        arch="llama",
+    ),
+    Fault("right_padding", "prompts right-padded for generation", "tokenizer", _right_padded, arch="gemma"),
+)
+
 FAULTS: tuple[Fault, ...] = (
     Fault("nan_logits", "NaN logits (fp16 overflow)", "hook", _logit_hook(_set(float("nan")))),
     Fault("posinf_logits", "+inf logits", "hook", _logit_hook(_set(float("inf")))),
@@ -279,7 +343,7 @@ FAULTS: tuple[Fault, ...] = (
         "config",
         _checkpoint_reports({"length_penalty": 2.0}, beam_only=True, length_penalty=1.0),
     ),
-)
+) + (CAUSAL_FAULTS if _compat.checks_decoder_only() else ())
 
 
 # ------------------------------------------------------------------------------- running
@@ -358,8 +422,12 @@ def run_fault(
 ) -> FaultResult:
     """Load a fresh tiny model, inject ``fault``, run every invariant under every decoding."""
     target = load_target(f"tiny:{fault.arch}")
-    fault.inject(target)
-    report = check_loaded(target, texts=texts, decodings=decodings)
+    undo = fault.inject(target)
+    try:
+        report = check_loaded(target, texts=texts, decodings=decodings)
+    finally:
+        if undo is not None:
+            undo()
     result = FaultResult(fault)
     result.fired = sorted({r.invariant for r in report.results if r.status == "fail"})
     result.errors = [f"{r.decoding}: {r.reason}" for r in report.results if r.status == "error"]
@@ -372,7 +440,11 @@ def run_selftest(
     healthy_archs: Sequence[str] | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> SelfTestReport:
-    """Every fault in ``faults`` against fresh models, and the healthy built-in models unchanged."""
+    """Every fault in ``faults`` against fresh models, and the healthy built-in models unchanged.
+
+    ``healthy_archs`` defaults to the zoo's default seq2seq set, and its decoder-only models where they are
+    checked (transformers 5).
+    """
     from . import zoo
 
     results = []
@@ -381,7 +453,9 @@ def run_selftest(
             progress(f"fault {fault.name}")
         results.append(run_fault(fault))
     healthy = []
-    for arch in healthy_archs if healthy_archs is not None else zoo.ARCHITECTURES:
+    if healthy_archs is None:
+        healthy_archs = zoo.ARCHITECTURES + (zoo.CAUSAL_ARCHITECTURES if _compat.checks_decoder_only() else ())
+    for arch in healthy_archs:
         if progress:
             progress(f"healthy tiny:{arch}")
         healthy.append(check_loaded(load_target(f"tiny:{arch}")))
@@ -392,4 +466,4 @@ def report_json(report: SelfTestReport) -> str:
     return json.dumps(report.to_dict(), indent=2)
 
 
-__all__ = ["FAULTS", "Fault", "FaultResult", "SelfTestReport", "run_fault", "run_selftest"]
+__all__ = ["CAUSAL_FAULTS", "FAULTS", "Fault", "FaultResult", "SelfTestReport", "run_fault", "run_selftest"]

@@ -4,11 +4,14 @@
   fit the model's positions;
 * :func:`text_batches` draws lists of such strings with very different lengths, so that padding
   happens;
+* :func:`chat_prompts` draws conversations (message lists) rendered with the tokenizer's chat
+  template, ending with the prompt for the assistant's turn (decoder-only chat models);
 * :func:`decodings` draws :class:`~ppinvariants.capturing.Decoding` configs that ``generate()``
   accepts: greedy search, beam search and sampling.
 
 Every value is built valid (nothing is thrown away with ``.filter``), and every draw shrinks
-towards the simplest case: one common word, one text, greedy search with no optional setting.
+towards the simplest case: one common word, one text, one user message, greedy search with no
+optional setting.
 
 Importing this module imports Hypothesis only; torch loads when a :class:`Decoding` is built.
 Importing it also registers two settings profiles (see :func:`register_profiles`):
@@ -29,7 +32,7 @@ from .lengths import input_limit
 if TYPE_CHECKING:
     from .decoding import Decoding
 
-__all__ = ["decodings", "register_profiles", "text_batches", "texts"]
+__all__ = ["chat_prompts", "decodings", "register_profiles", "text_batches", "texts"]
 
 #: Plain words every built-in tokenizer encodes to ordinary tokens; the first one is the shrink target.
 WORDS: tuple[str, ...] = (
@@ -268,6 +271,81 @@ def text_batches(
         raise InvalidArgument(f"max_tokens={max_tokens} must be >= 1")
     limit = _default_max_tokens(tokenizer, model) if max_tokens is None else max_tokens
     return _text_batches(tokenizer, min_size, max_size, limit)
+
+
+# ----------------------------------------------------------------------------- chat prompts
+
+
+def _render(tokenizer: Any, messages: list[dict[str, str]]) -> str:
+    """``messages`` through the tokenizer's chat template, with the assistant's turn opened."""
+    return str(tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
+
+
+@st.composite
+def _chat_prompts(draw: st.DrawFn, tokenizer: Any, max_turns: int, system: bool, limit: int, floor: int) -> str:
+    with_system = system and draw(st.booleans())
+    turns = draw(st.integers(1, max_turns))  # user turns; an assistant reply between two of them
+    roles = (["system"] if with_system else []) + ["user", "assistant"] * (turns - 1) + ["user"]
+    # Each content on its own fits an equal share of what the template's own tokens leave (at least one word).
+    overhead = _token_count(tokenizer, _render(tokenizer, [{"role": r, "content": ""} for r in roles]))
+    share = max(floor, (limit - overhead) // len(roles))
+    contents = [draw(_texts(tokenizer, share, None, 0, _MAX_PIECES // 2)) for _ in roles]
+    messages = [{"role": r, "content": c} for r, c in zip(roles, contents, strict=True)]
+    # Token counts of the parts need not add up exactly: drop the oldest exchanges (and the system message),
+    # then cut the last message character by character, down to its first one, until the rendered prompt fits.
+    while _token_count(tokenizer, _render(tokenizer, messages)) > limit:
+        first = 1 if messages[0]["role"] == "system" else 0
+        if len(messages) - first >= 3:
+            del messages[first : first + 2]
+        elif first:
+            del messages[0]
+        else:
+            content = messages[-1]["content"]
+            keep = len(content) - len(content.lstrip()) + 1  # its leading whitespace and first character
+
+            def fits(n: int, content: str = content) -> bool:
+                return _token_count(tokenizer, _render(tokenizer, [{"role": "user", "content": content[:n]}])) <= limit
+
+            if not fits(keep):
+                raise InvalidArgument(f"max_tokens={limit} is too small for one message in this chat template")
+            lo, hi = keep, len(content)  # the longest prefix that fits, by bisection
+            while lo < hi:
+                mid = (lo + hi + 1) // 2
+                lo, hi = (mid, hi) if fits(mid) else (lo, mid - 1)
+            messages[-1]["content"] = content[:lo]
+    return _render(tokenizer, messages)
+
+
+def chat_prompts(
+    *,
+    tokenizer: Any,
+    max_turns: int = 3,
+    system: bool = True,
+    max_tokens: int | None = None,
+    model: Any = None,
+) -> st.SearchStrategy[str]:
+    """Conversations rendered with ``tokenizer``'s chat template, ready for the assistant's reply.
+
+    A conversation is an optional system message (where ``system``), then 1 to ``max_turns`` user turns
+    with an assistant reply between each two, ending with a user turn; it is rendered with
+    ``apply_chat_template(..., tokenize=False, add_generation_prompt=True)``, so the string ends where the
+    model's reply starts. Each message's content is a :func:`texts` value (a plain word first, no special
+    token string inside), so the only special tokens are the template's own. The rendered prompt encodes
+    to at most ``max_tokens`` ids (default and ``model`` as for :func:`texts`): where the parts' token
+    counts add up to more, the oldest exchanges are dropped, then the system message, then the last message is cut to the longest prefix that fits.
+
+    Draw batches with ``st.lists(chat_prompts(tokenizer=tok), min_size=2)``. Shrinks towards a single user
+    message ``"the"``. A tokenizer without a chat template is an ``InvalidArgument``.
+    """
+    if not getattr(tokenizer, "chat_template", None):
+        raise InvalidArgument(f"{type(tokenizer).__name__} has no chat template: draw texts() instead")
+    if max_turns < 1:
+        raise InvalidArgument(f"max_turns={max_turns} must be >= 1")
+    if max_tokens is not None and max_tokens < 1:
+        raise InvalidArgument(f"max_tokens={max_tokens} must be >= 1")
+    limit = _default_max_tokens(tokenizer, model) if max_tokens is None else max_tokens
+    floor = max(_token_count(tokenizer, v) for w in WORDS for v in (w, w.capitalize()))  # any first word fits
+    return _chat_prompts(tokenizer, max_turns, system, limit, floor)
 
 
 # ----------------------------------------------------------------------------- decodings

@@ -16,6 +16,7 @@ from ppinvariants.judge import run_invariants
 from ppinvariants.record import GenerationRecord, generated_tokens
 from ppinvariants.rescoring import sequence_logprobs
 from ppinvariants.runner import check_loaded
+from ppinvariants.selftest import _positions_ignore_mask
 from ppinvariants.targets import Target, load_target
 from ppinvariants.zoo import CAUSAL_ARCHITECTURES
 
@@ -46,6 +47,14 @@ def test_tiny_causal_lm_passes(arch: str, streaming: bool) -> None:
     report = check_loaded(load_target(f"tiny:{arch}"), streaming=streaming)
     bad = [(r.invariant, r.decoding, r.reason, [v.message for v in r.violations][:2]) for r in report.results]
     bad = [b for b, r in zip(bad, report.results, strict=True) if r.status in ("fail", "error", "xfail")]
+    # Gemma's pad id is 0, as in the real checkpoints: beam search pads its finished rows with eos there
+    # (a known upstream issue, reported as xfail with its reference), and nothing else.
+    pad_zero = [b for b in bad if arch == "gemma" and b[1] == "beam" and "#47286" in (b[2] or "")]
+    assert pad_zero == [b for b in bad if b[1] == "beam"] and {b[0] for b in pad_zero} <= {
+        "only_pad_after_eos",
+        "padding_mask_matches_eos",
+    }
+    bad = [b for b in bad if b not in pad_zero]
     assert not bad, bad
     judged = {r.invariant for r in report.results if r.status == "pass"}
     assert {"prompt_echoed_unchanged", "batch_is_left_padded", "padding_mask_matches_eos"} <= judged
@@ -65,6 +74,16 @@ def test_conventions_of_the_causal_zoo() -> None:
     im_end = qwen.tokenizer.convert_tokens_to_ids("<|im_end|>")
     assert c.chat_end_token_ids == (im_end,) and len(c.eos_token_ids) == 2 and c.pad_is_eos
     assert any("chat turns end with <|im_end|>" in line for line in c.describe())
+    for arch in ("llama", "mistral"):  # <s> added, no pad token: pad = eos
+        c = tiny_target(arch).conventions
+        assert c.adds_bos and c.pad_from_eos and c.pad_is_eos and c.eos_token_ids == (2,)
+        assert tiny_target(arch).tokenizer("Hello").input_ids[0] == tiny_target(arch).tokenizer.bos_token_id == 1
+    gemma = tiny_target("gemma")
+    c = gemma.conventions
+    assert c.adds_bos and not c.pad_is_eos and not c.pad_from_eos and c.pad_token_id == 0
+    assert gemma.tokenizer.convert_ids_to_tokens([0, 1, 2]) == ["<pad>", "<eos>", "<bos>"]
+    phi = tiny_target("phi").conventions
+    assert not phi.adds_bos and phi.pad_from_eos and phi.pad_is_eos
 
 
 @only_5
@@ -103,17 +122,6 @@ def test_a_right_padded_batch_is_flagged_with_a_clear_message() -> None:
     assert "right-padded" in message and "padding_side = 'left'" in message
     results = {r.invariant: r.status for r in run_invariants(rec)}
     assert results["left_padding_invariance"] == "fail"  # alone, the prompt generates differently
-
-
-def _positions_ignore_mask(target: Target) -> None:
-    """The model numbers positions from the first column, padding included (position_ids dropped)."""
-    forward = target.model.forward
-
-    def no_positions(*args: Any, **kwargs: Any) -> Any:
-        kwargs.pop("position_ids", None)
-        return forward(*args, **kwargs)
-
-    target.model.forward = no_positions
 
 
 @only_5

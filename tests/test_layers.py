@@ -67,6 +67,7 @@ LAYERS.update(
         "ppinvariants.explain": 11,
         "ppinvariants.snapshot": 11,
         "ppinvariants.strategies": 11,
+        "ppinvariants.logprob_check": 11,  # a user's log-prob function against sequence_logprobs on captures
         "ppinvariants.runner": 12,
         "ppinvariants.selftest": 13,
         "ppinvariants.coverage": 13,

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from ppinvariants import zoo
+from ppinvariants import _compat, zoo
 
 BROKEN = str(Path(__file__).with_name("broken_factory.py").resolve()) + ":make"
 # Computed at import, before pytester moves HOME.
@@ -371,3 +371,36 @@ def test_a_first_zoo_build_inside_pytest_prints_progress_even_piped(
     progress = [line for line in result.outlines + result.errlines if line.startswith("ppinvariants | ")]
     assert progress[0].startswith("ppinvariants | building tiny:marian (first run"), progress
     assert any("tokenizer trained" in line for line in progress), progress
+
+
+@pytest.mark.skipif(
+    not _compat.checks_decoder_only(), reason="decoder-only models are checked with transformers 5 only"
+)
+def test_ppi_logprob_check_fails_a_not_pad_mask_with_the_diagnosis(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import pytest, torch
+
+        def logprobs(model, sequences, attention_mask, prompt_length, pad_token_id, eos_token_id, mask_by_pad):
+            positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+            logits = model(sequences, attention_mask=attention_mask, position_ids=positions).logits
+            lp = logits[:, prompt_length - 1 : -1].log_softmax(-1)
+            lp = lp.gather(-1, sequences[:, prompt_length:, None]).squeeze(-1)
+            gen = sequences[:, prompt_length:]
+            if mask_by_pad:
+                return (lp * (gen != pad_token_id)).sum(1)
+            is_eos = torch.isin(gen, torch.tensor(eos_token_id)).int()
+            return lp.masked_fill((is_eos.cumsum(1) - is_eos) > 0, 0.0).sum(1)
+
+        @pytest.mark.ppi_default_targets("tiny:gpt2")
+        @pytest.mark.parametrize("mask_by_pad", [False, True], ids=["eos_mask", "not_pad"])
+        def test_my_logprobs(ppi_logprob_check, mask_by_pad):
+            fn = lambda m, s, a, p, **kw: logprobs(m, s, a, p, kw["pad_token_id"], kw["eos_token_id"], mask_by_pad)
+            assert ppi_logprob_check(fn).ok
+        """
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1, failed=1)
+    out = result.stdout.str()
+    assert "tiny:gpt2: the log-prob function differs on" in out and "expected" in out
+    assert "misses exactly its eos token's log-prob" in out and "Traceback" not in out

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from ppinvariants import _compat, evidence, rescoring
 from ppinvariants.cli import main
 from ppinvariants.progress import PREFIX
-from ppinvariants.selftest import FAULTS, run_fault
+from ppinvariants.selftest import CAUSAL_FAULTS, FAULTS, run_fault
 
 
 @pytest.mark.parametrize("fault", FAULTS, ids=[f.name for f in FAULTS])
@@ -19,7 +20,11 @@ def test_every_fault_is_detected(fault) -> None:  # noqa: ANN001
 
 
 def test_faults_cover_the_bug_classes_and_every_injection_kind() -> None:
-    assert {f.how for f in FAULTS} == {"hook", "post-process", "config", "tokenizer"}
+    kinds = {"hook", "post-process", "config", "tokenizer"}
+    if _compat.checks_decoder_only():
+        kinds.add("rescoring")
+        assert {f.name for f in CAUSAL_FAULTS} <= {f.name for f in FAULTS}
+    assert {f.how for f in FAULTS} == kinds
     assert len({f.bug_class for f in FAULTS}) == len(FAULTS)
 
 
@@ -41,3 +46,13 @@ def test_unknown_fault_is_one_clear_line(capsys) -> None:
     lines = [line for line in err.splitlines() if not line.startswith(PREFIX)]  # progress lines (--quiet: none)
     assert code == 2 and len(lines) == 1 and lines[0].startswith("ppinvariants: error: unknown fault 'nope'")
     assert "Traceback" not in err
+
+
+@pytest.mark.skipif(
+    not _compat.checks_decoder_only(), reason="decoder-only models are checked with transformers 5 only"
+)
+def test_the_rescoring_fault_is_undone_after_its_run() -> None:
+    fault = next(f for f in CAUSAL_FAULTS if f.how == "rescoring")
+    result = run_fault(fault)
+    assert result.fired == ["sequence_logprob_is_differentiable"]
+    assert evidence.generation_mask is rescoring.generation_mask

@@ -11,9 +11,10 @@ from hypothesis import HealthCheck, Phase, find, given, settings
 from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
 
+from ppinvariants import _compat
 from ppinvariants.capturing import _max_positions, capture
 from ppinvariants.decoding import Decoding
-from ppinvariants.strategies import decodings, register_profiles, text_batches, texts
+from ppinvariants.strategies import chat_prompts, decodings, register_profiles, text_batches, texts
 from ppinvariants.targets import Target, load_target
 from ppinvariants.zoo import ARCHITECTURES
 
@@ -150,3 +151,54 @@ def test_profiles_are_registered() -> None:
     assert Phase.shrink not in ci.phases and Phase.generate in ci.phases  # a failure is reported as drawn
     assert ci.derandomize and ci.deadline is None and ci.print_blob and ci.database is None
     assert settings.get_profile("ppi-dev").deadline is None
+
+
+# ----------------------------------------------------------------------------- chat prompts (decoder-only)
+
+_chat_only_5 = pytest.mark.skipif(
+    not _compat.checks_decoder_only(), reason="decoder-only models are checked with transformers 5 only"
+)
+
+
+@_chat_only_5
+@settings(FAST, max_examples=40)
+@given(data=st.data(), max_tokens=st.integers(40, 128))  # one message takes 34 tokens here
+def test_chat_prompts_follow_the_template_and_fit(data: Any, max_tokens: int) -> None:
+    tok = load_target("tiny:qwen2").tokenizer
+    prompt = data.draw(chat_prompts(tokenizer=tok, max_tokens=max_tokens))
+    assert prompt.startswith("<|im_start|>") and prompt.endswith("<|im_start|>assistant\n")
+    assert len(tok(prompt)["input_ids"]) <= max_tokens
+    # The template's own special tokens only: each message is <|im_start|>role\n...<|im_end|>\n.
+    turns = prompt.split("<|im_start|>")[1:-1]
+    assert turns and all(t.endswith("<|im_end|>\n") and t.count("<|im_end|>") == 1 for t in turns)
+    roles = [t.split("\n", 1)[0] for t in turns]
+    assert roles[-1] == "user" and set(roles) <= {"system", "user", "assistant"}
+
+
+@_chat_only_5
+def test_chat_prompts_shrink_to_one_user_message_and_refuse_bad_arguments() -> None:
+    tok = load_target("tiny:qwen2").tokenizer
+    simplest = find(chat_prompts(tokenizer=tok), lambda _: True)
+    assert simplest == "<|im_start|>user\nthe<|im_end|>\n<|im_start|>assistant\n"
+    for make in (
+        lambda: chat_prompts(tokenizer=load_target("tiny:gpt2").tokenizer),  # no chat template
+        lambda: chat_prompts(tokenizer=tok, max_turns=0),
+        lambda: chat_prompts(tokenizer=tok, max_tokens=0),
+        lambda: chat_prompts(tokenizer=tok, max_tokens=3),  # not even one message fits
+    ):
+        with pytest.raises(InvalidArgument):
+            find(make(), lambda _: True)
+
+
+@_chat_only_5
+@settings(FAST, max_examples=3, derandomize=True)
+@given(data=st.data())
+def test_drawn_chat_batches_pass_every_check_on_tiny_qwen2(data: Any) -> None:
+    from ppinvariants.decoding import GREEDY, for_decoder_only
+    from ppinvariants.judge import run_invariants
+
+    target = load_target("tiny:qwen2")
+    batch = data.draw(st.lists(chat_prompts(tokenizer=target.tokenizer, max_tokens=100), min_size=2, max_size=3))
+    record = capture(target, batch, for_decoder_only(GREEDY))
+    failed = [(r.invariant, r.reason) for r in run_invariants(record) if r.status in ("fail", "error")]
+    assert not failed, failed

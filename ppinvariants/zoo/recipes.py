@@ -4,7 +4,7 @@ Also the generated corpus the tokenizers are trained and the models calibrated o
 becomes a checkpoint is :mod:`ppinvariants.zoo.build`; how its tokenizer is trained,
 :mod:`ppinvariants.zoo.tokenizers`.
 
-Its length is the table itself: one recipe per architecture (20 seq2seq, 3 decoder-only), data only.
+Its length is the table itself: one recipe per architecture (20 seq2seq, 7 decoder-only), data only.
 """
 
 from __future__ import annotations
@@ -458,6 +458,52 @@ CAUSAL_RECIPES: dict[str, Recipe] = {
         generation=dict(eos_token_id=["<|im_end|>", "<|endoftext|>"], pad_token_id="<|endoftext|>"),
         # <|im_start|> first: pad (<|endoftext|>) is then not id 0, which beam search would not pad with (#47286)
         special_tokens=("<|im_start|>", "<|endoftext|>", "<|im_end|>"),
+        model_class=_CAUSAL_LM,
+    ),
+    # Llama (2): sentencepiece BPE with byte fallback, <unk> 0, <s> 1, </s> 2; the tokenizer adds <s> as BOS;
+    # no pad token (pad = eos, as users set it); grouped-query attention.
+    "llama": Recipe(
+        arch="llama",
+        tokenizer="sentencepiece-llama",
+        tokenizer_class="LlamaTokenizer",
+        config_class="LlamaConfig",
+        config=dict(_LLAMA_LIKE, num_key_value_heads=1, bos_token_id=1, eos_token_id=2),
+        tokenizer_config=dict(add_bos_token=True, add_eos_token=False),
+        model_class=_CAUSAL_LM,
+    ),
+    # Mistral: Llama's tokenizer conventions (<s> added, no pad), grouped-query attention, a sliding window.
+    "mistral": Recipe(
+        arch="mistral",
+        tokenizer="sentencepiece-llama",
+        tokenizer_class="LlamaTokenizer",
+        config_class="MistralConfig",
+        config=dict(_LLAMA_LIKE, num_key_value_heads=1, sliding_window=4096, bos_token_id=1, eos_token_id=2),
+        tokenizer_config=dict(add_bos_token=True, add_eos_token=False),
+        model_class=_CAUSAL_LM,
+    ),
+    # Gemma: sentencepiece BPE, <pad> 0 (its own token), <eos> 1, <bos> 2, <unk> 3; the tokenizer adds <bos>;
+    # tied embeddings scaled by sqrt(hidden), one key-value head.
+    "gemma": Recipe(
+        arch="gemma",
+        tokenizer="sentencepiece-gemma",
+        tokenizer_class="GemmaTokenizer",
+        config_class="GemmaConfig",
+        config=dict(_CAUSAL, num_key_value_heads=1, head_dim=16, pad_token_id=0, eos_token_id=1, bos_token_id=2),
+        tokenizer_config=dict(
+            bos_token="<bos>", eos_token="<eos>", pad_token="<pad>", unk_token="<unk>", add_bos_token=True
+        ),
+        model_class=_CAUSAL_LM,
+    ),
+    # Phi (-2): CodeGen's byte-level BPE, <|endoftext|> as bos, eos and unk, no BOS added, no pad token;
+    # partial rotary embeddings.
+    "phi": Recipe(
+        arch="phi",
+        tokenizer="bytelevel-bpe",
+        tokenizer_class="CodeGenTokenizer",
+        config_class="PhiConfig",
+        config=dict(_CAUSAL, num_key_value_heads=2, partial_rotary_factor=0.5, bos_token_id=0, eos_token_id=0),
+        tokenizer_config=dict(bos_token="<|endoftext|>", eos_token="<|endoftext|>", unk_token="<|endoftext|>"),
+        special_tokens=("<|endoftext|>",),
         model_class=_CAUSAL_LM,
     ),
 }

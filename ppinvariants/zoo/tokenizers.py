@@ -92,24 +92,43 @@ def _write_bpe_merges(path: Path, merges: list[tuple[str, str, int]], header: st
 _T5_IDS = dict(bos_id=-1, pad_id=0, eos_id=1, unk_id=2)
 _FAIRSEQ_IDS = dict(bos_id=0, pad_id=1, eos_id=2, unk_id=3)
 _SPM_DEFAULT_IDS = dict(unk_id=0, bos_id=1, eos_id=2, pad_id=-1)
+# Decoder-only: Llama and Mistral's spm BPE keeps spm's default layout (no pad); Gemma's names its specials
+# <pad>=0 <eos>=1 <bos>=2 <unk>=3 and adds no dummy prefix space.
+_LLAMA_SPM = dict(_SPM_DEFAULT_IDS, model_type="bpe")
+_GEMMA_SPM = dict(
+    pad_id=0,
+    eos_id=1,
+    bos_id=2,
+    unk_id=3,
+    pad_piece="<pad>",
+    eos_piece="<eos>",
+    bos_piece="<bos>",
+    unk_piece="<unk>",
+    model_type="bpe",
+    add_dummy_prefix=False,
+)
 
 
-def _train_sentencepiece(path: Path, ids: dict[str, int]) -> Any:
-    """A 512-piece unigram model at ``path`` (single-threaded: deterministic); returns its processor."""
+def _train_sentencepiece(path: Path, ids: dict[str, Any]) -> Any:
+    """A 512-piece model at ``path`` (single-threaded: deterministic); returns its processor.
+
+    Unigram unless ``ids`` names another ``model_type``; ``ids`` holds the special pieces' ids and
+    any other trainer option.
+    """
     import sentencepiece as spm
     from sentencepiece import sentencepiece_model_pb2
 
+    options: dict[str, Any] = {"model_type": "unigram", **ids}
     spm.SentencePieceTrainer.train(
         sentence_iterator=iter(corpus()),
         model_prefix=str(path.with_suffix("")),
         vocab_size=512,
-        model_type="unigram",
         character_coverage=1.0,
         byte_fallback=True,
         minloglevel=2,
         num_threads=1,
         seed_sentencepiece_size=100000,
-        **ids,
+        **options,
     )
     # The model records its trainer's options, the scratch path in model_prefix too: keep the bytes the
     # same from build to build.
@@ -119,8 +138,9 @@ def _train_sentencepiece(path: Path, ids: dict[str, int]) -> Any:
     return spm.SentencePieceProcessor(model_file=str(path))
 
 
-def _sentencepiece(recipe: Recipe, out: Path, work: Path, *, ids: dict[str, int], names: tuple[str, ...]) -> None:
-    """The model file under each of ``names`` (T5's ``spiece.model``, fairseq's ``sentencepiece.bpe.model``)."""
+def _sentencepiece(recipe: Recipe, out: Path, work: Path, *, ids: dict[str, Any], names: tuple[str, ...]) -> None:
+    """The model file under each of ``names`` (T5's ``spiece.model``, fairseq's ``sentencepiece.bpe.model``,
+    Llama's ``tokenizer.model``)."""
     _train_sentencepiece(work / "sp.model", ids)
     for name in names:
         shutil.copy(work / "sp.model", out / name)
@@ -268,6 +288,8 @@ TRAINERS: dict[str, Callable[[Recipe, Path, Path], None]] = {
     "sentencepiece-fairseq": partial(_sentencepiece, ids=_FAIRSEQ_IDS, names=("sentencepiece.bpe.model",)),
     "sentencepiece-fairseq-offset": partial(_sentencepiece, ids=_SPM_DEFAULT_IDS, names=("sentencepiece.bpe.model",)),
     "sentencepiece-m2m": _sentencepiece_m2m,
+    "sentencepiece-llama": partial(_sentencepiece, ids=_LLAMA_SPM, names=("tokenizer.model",)),
+    "sentencepiece-gemma": partial(_sentencepiece, ids=_GEMMA_SPM, names=("tokenizer.model",)),
     "sentencepiece-marian": _sentencepiece_marian,
     "bytelevel-bpe": _bytelevel_bpe,
     "parlai-bpe": _parlai_bpe,
