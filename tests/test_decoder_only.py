@@ -152,3 +152,61 @@ def test_decoder_only_is_refused_with_one_line_before_transformers_5() -> None: 
 
     with pytest.raises(TargetError, match="decoder-only models are checked with transformers 5 only"):
         load_target("tiny:gpt2")
+
+
+@only_5
+def test_a_saved_causal_lm_directory_works_with_check_and_the_shipped_suite(tmp_path: Any) -> None:
+    """A decoder-only checkpoint saved with ``save_pretrained`` (model and tokenizer): ``ppinvariants check
+    DIR`` (the JSON report says decoder-only) and ``pytest --pyargs ppinvariants.suite --ppi-model=DIR``."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from ppinvariants import zoo
+
+    saved = tmp_path / "my-chat-lm"
+    target = load_target("tiny:qwen2")
+    target.model.save_pretrained(saved)
+    target.tokenizer.save_pretrained(saved)
+    env = {**os.environ, "PPINVARIANTS_CACHE": str(zoo.cache_root()), "TOKENIZERS_PARALLELISM": "false"}
+    report = tmp_path / "report.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "ppinvariants", "check", str(saved), "--quiet", "--json", str(report)],
+        capture_output=True, text=True, env=env, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    [checked] = json.loads(report.read_text())["targets"]
+    assert checked["status"] == "pass" and checked["conventions"]["decoder_only"] is True
+    suite = subprocess.run(
+        [sys.executable, "-m", "pytest", "--pyargs", "ppinvariants.suite", f"--ppi-model={saved}", "-q",
+         "-p", "no:cacheprovider", "--ppi-require-target"],
+        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=900,
+    )  # fmt: skip
+    assert suite.returncode == 0, suite.stdout[-3000:]
+    assert " passed" in suite.stdout and " failed" not in suite.stdout
+
+
+@only_5
+def test_explain_snapshot_and_compare_on_a_causal_lm(tmp_path: Any) -> None:
+    """explain starts at the first generated token (the prompt is its prefix); a snapshot compares equal
+    to itself."""
+    from ppinvariants.explain import explain
+    from ppinvariants.snapshot import compare_snapshot, take_snapshot
+
+    target = load_target("tiny:gpt2")
+    steps = explain(target, "Hello world")
+    record = capture(target, ["Hello world"], for_decoder_only(GREEDY), evidence=False)
+    first = int(generated_tokens(record)[0, 0])
+    assert steps[0].token_id == first
+    assert steps[0].token == target.tokenizer.convert_ids_to_tokens(first)
+    assert steps[0].prefix_text == "Hello world"
+    snap = take_snapshot(target)
+    assert compare_snapshot(snap, target).ok
+    with torch.no_grad():
+        target.model.get_output_embeddings().weight.mul_(1.5)  # another model: tokens or log-probs move
+    try:
+        assert not compare_snapshot(snap, target).ok
+    finally:
+        with torch.no_grad():
+            target.model.get_output_embeddings().weight.div_(1.5)

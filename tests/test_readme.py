@@ -5,7 +5,8 @@ A snippet whose first line is ``# <path>`` is a file of that repo (``pytest.ini`
 ``./my-checkpoint`` of the Python API example) is a copy of the tiny model of the architecture under
 test, saved as any checkpoint is. Then the repo's own ``pytest`` run (its ini: both targets, every
 test file), the GitHub Actions gate's command and the Python examples must pass. Python snippets with
-``...`` placeholders are fragments; the test pins which ones, so that no new snippet escapes it.
+``...`` placeholders are fragments; the test pins which ones, so that no new snippet escapes it. A
+snippet that demonstrates a failure says so in a comment (``# SomeError: ...``) and must raise it.
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ def test_the_readme_names_the_repo_files_and_fragments() -> None:
     }
     firsts = {code.splitlines()[0] for lang, code in snippets() if lang == "python"}
     assert FRAGMENTS <= firsts
-    assert len(python_examples()) == 2
+    assert len(python_examples()) == 3
     assert actions_gate_command()[:3] == ["pytest", "--pyargs", "ppinvariants.suite"]
 
 
@@ -110,7 +111,12 @@ def _readme_repo_passes(arch: str, root: Path, *, gate: bool) -> None:
         script = root / f"example_{i}.py"
         script.write_text(code)
         done = _run(root, [sys.executable, str(script)], env)
-        assert done.returncode == 0, f"{code}\n{done.stderr[-3000:]}"
+        # A snippet that shows a failure says so in a comment (``# SomeError: what it prints``): it must raise that.
+        shown = re.search(r"^# (\w+Error): ", code, re.M)
+        if shown:
+            assert done.returncode != 0 and f"{shown.group(1)}: " in done.stderr, f"{code}\n{done.stderr[-3000:]}"
+        else:
+            assert done.returncode == 0, f"{code}\n{done.stderr[-3000:]}"
 
 
 def test_readme_snippets_pass_in_a_fresh_repo_on_tiny_bart(tmp_path: Path) -> None:
