@@ -45,22 +45,23 @@ def explain(target: Any, text: str, *, top_k: int = 5, decoding: Decoding = GREE
     tok = target.tokenizer
     ids = record.sequences[0].tolist()
     names = tok.convert_ids_to_tokens(ids)
+    start = record.prompt_length  # the first generated column: after the decoder start, or a decoder-only prompt
     steps = []
     for t in range(n):  # one line per step for a human: bounded by the generation length
         steps.append(
             Step(
                 step=t,
-                prefix=" ".join(str(x) for x in names[: t + 1]),
+                prefix=" ".join(str(x) for x in names[: start + t]),
                 token_id=int(tokens[t]),
-                token=str(names[t + 1]),
+                token=str(names[start + t]),
                 logprob=float(chosen[t]),
                 entropy=float(entropies[t]),
                 top=[
                     (int(i), str(tok.convert_ids_to_tokens(int(i))), float(q))
                     for i, q in zip(top_i[t].tolist(), top_p[t].tolist(), strict=True)
                 ],
-                text=_decode(tok, [ids[t + 1]]),
-                prefix_text=_decode(tok, ids[: t + 1]),
+                text=_decode(tok, [ids[start + t]]),
+                prefix_text=_decode(tok, ids[: start + t]),
             )
         )
     return steps
