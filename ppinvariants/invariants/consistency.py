@@ -65,6 +65,11 @@ def _reports_rerun_failures(check):  # noqa: ANN001, ANN202
 def _raw_logits_per_row(record: GenerationRecord) -> torch.Tensor:
     """Generation-time raw logits re-indexed to returned rows, ``[rows, steps, V]``."""
     if record.logits is None:
+        if record.scores_per_hypothesis:
+            raise NotJudged(
+                "the model's generate() returns under beam search the raw logits of the first beam rows, "
+                "not of each returned hypothesis"
+            )
         raise NotJudged("this transformers version returns no raw logits")
     rows = score_rows(record).clamp(min=0)
     steps = torch.arange(record.steps).expand_as(rows)

@@ -302,6 +302,13 @@ def _build(recipe: Recipe, out: Path) -> None:
     import torch
     import transformers
 
+    if recipe.model_class == "WhisperForConditionalGeneration":
+        from .speech import build_whisper, whisper_recipe_json
+
+        stats = build_whisper(recipe, out, _scale_init, _least_squares)
+        (out / "ppinvariants-recipe.json").write_text(whisper_recipe_json(recipe, stats))
+        return
+
     write_tokenizer(recipe, out)
     config_cls: Callable[..., Any] = getattr(transformers, recipe.config_class)
     # Without a tokenizer_class in tokenizer_config.json, AutoTokenizer goes by the config's model type.

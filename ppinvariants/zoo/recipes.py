@@ -474,6 +474,37 @@ for _arch, (_package, _recipe, _why) in _OPTIONAL.items():
     else:
         UNAVAILABLE[_arch] = _why
 
+#: Speech and vision encoder-decoders (Whisper): built by :mod:`ppinvariants.zoo.speech` with their processor
+#: saved next to them; ``tiny:<arch>`` targets kept out of the default and text sets.
+SPEECH_VISION_RECIPES: dict[str, Recipe] = {
+    # Whisper: 8 mel bins, a 1 s window (100 frames, 50 encoder positions), byte-level BPE with Whisper's
+    # specials and 51 timestamp tokens (<|0.00|> to <|1.00|>).
+    "whisper": Recipe(
+        arch="whisper",
+        tokenizer="whisper",
+        tokenizer_class="WhisperTokenizer",
+        config_class="WhisperConfig",
+        config=dict(
+            d_model=32,
+            encoder_layers=2,
+            decoder_layers=2,
+            encoder_attention_heads=2,
+            decoder_attention_heads=2,
+            encoder_ffn_dim=64,
+            decoder_ffn_dim=64,
+            num_mel_bins=8,
+            max_source_positions=50,
+            max_target_positions=64,
+        ),
+        tokenizer_config=dict(timestamps=51),
+        model_class="WhisperForConditionalGeneration",
+        seed=0,
+        note="1 s window and 8 mel bins (real checkpoints: 30 s, 80 or 128)",
+    ),
+}
+SPEECH_VISION_ARCHITECTURES: tuple[str, ...] = tuple(SPEECH_VISION_RECIPES)
+
 #: Every seq2seq architecture of the zoo: the default set plus the further ones (those built here).
 ALL_ARCHITECTURES: tuple[str, ...] = tuple(RECIPES)
 RECIPES.update(CAUSAL_RECIPES)
+RECIPES.update(SPEECH_VISION_RECIPES)
