@@ -227,7 +227,10 @@ def derive_conventions(
         ids.add(timestamp_begin)
     texts = {i: str(tokenizer.convert_ids_to_tokens(i)) for i in sorted(ids)}
     extractor = getattr(processor, "feature_extractor", None)
-    takes_mask = modality != "audio" or bool(getattr(extractor, "return_attention_mask", False))
+    # Text inputs have one; images none; audio where the feature extractor returns one (not Whisper's).
+    takes_mask = modality == "text" or (
+        modality == "audio" and bool(getattr(extractor, "return_attention_mask", False))
+    )
     return Conventions(
         modality=modality,
         decoder_prompt=prompt,

@@ -41,6 +41,7 @@ LAYERS: dict[str, int] = {
     "ppinvariants.zoo.recipes": 1,
     "ppinvariants.zoo.tokenizers": 2,  # trains on the recipes' corpus
     "ppinvariants.zoo.speech": 2.5,  # builds Whisper (the build passes its weight init in)
+    "ppinvariants.zoo.vision": 2.75,  # builds a VisionEncoderDecoder (likewise)
     "ppinvariants.zoo.build": 3,
     "ppinvariants.zoo": 4,
     # teacher-forced rescoring; loading targets (the zoo's included)

@@ -52,8 +52,8 @@ def _status(rec: GenerationRecord, name: str) -> tuple[str, str]:
 
 
 def test_whisper_stays_out_of_the_text_sets() -> None:
-    assert SPEECH_VISION_ARCHITECTURES == ("whisper",)
-    assert "whisper" not in ARCHITECTURES and "whisper" not in ALL_ARCHITECTURES
+    assert SPEECH_VISION_ARCHITECTURES == ("whisper", "vision-encoder-decoder")
+    assert not set(SPEECH_VISION_ARCHITECTURES) & (set(ARCHITECTURES) | set(ALL_ARCHITECTURES))
 
 
 def test_default_inputs_are_deterministic_and_varied() -> None:
@@ -177,6 +177,29 @@ def test_saved_checkpoint_dir_checks_with_the_cli(tmp_path: Path, capsys: pytest
     (out / "processor_config.json").unlink()
     with pytest.raises(TargetError, match="needs its processor saved next to it"):
         load_target(str(out))
+
+
+def test_vision_encoder_decoder_takes_images_and_passes_greedy() -> None:
+    target = tiny_target("vision-encoder-decoder")
+    assert target.modality == "image" and not target.conventions.takes_input_mask
+    batch, _, labels = encode_inputs(target, default_inputs(target))
+    assert set(batch) == {"pixel_values"} and labels[0] == "image 32x32"
+    assert batch["pixel_values"].shape[0] == len(default_images())
+    rec = capture(target, default_inputs(target), GREEDY)
+    bad = [r for r in run_invariants(rec) if r.status in ("fail", "error")]
+    assert not bad, [(r.invariant, r.reason) for r in bad]
+    assert len(set((rec.sequences == target.conventions.eos_token_ids[0]).int().argmax(dim=1).tolist())) >= 2
+    with pytest.raises(UsageError, match="takes image inputs"):
+        encode_inputs(target, ["a text"])
+
+
+@pytest.mark.slow
+def test_vision_encoder_decoder_passes_check_in_record_and_streaming_mode() -> None:
+    for streaming in (False, True):
+        report = check_loaded(load_target("tiny:vision-encoder-decoder"), streaming=streaming)
+        assert report.status == "pass", [
+            (r.invariant, r.decoding, r.reason) for r in report.results if r.status == "fail"
+        ]
 
 
 @pytest.mark.slow

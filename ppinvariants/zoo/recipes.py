@@ -501,6 +501,28 @@ SPEECH_VISION_RECIPES: dict[str, Recipe] = {
         seed=0,
         note="1 s window and 8 mel bins (real checkpoints: 30 s, 80 or 128)",
     ),
+    # VisionEncoderDecoder: a ViT encoder (32x32 images, 8x8 patches) and a GPT-2 decoder with cross-attention,
+    # the zoo's byte-level BPE, a ViT image processor and a TrOCRProcessor.
+    "vision-encoder-decoder": Recipe(
+        arch="vision-encoder-decoder",
+        tokenizer="bytelevel-bpe",
+        tokenizer_class="GPT2Tokenizer",
+        config_class="ViTConfig",
+        config=dict(
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=64,
+            image_size=32,
+            patch_size=8,
+            num_channels=3,
+        ),
+        decoder_config=dict(n_embd=32, n_layer=2, n_head=2, n_positions=128),
+        tokenizer_config=dict(bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>"),
+        special_tokens=("<s>", "<pad>", "</s>", "<unk>"),
+        model_class="VisionEncoderDecoderModel",
+        note="32x32 images in 8x8 patches (real OCR checkpoints: 384x384 in 16x16)",
+    ),
 }
 SPEECH_VISION_ARCHITECTURES: tuple[str, ...] = tuple(SPEECH_VISION_RECIPES)
 

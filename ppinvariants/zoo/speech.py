@@ -244,5 +244,5 @@ def _calibrate(
 
 
 def whisper_recipe_json(recipe: Recipe, stats: dict[str, Any]) -> str:
-    """The ``ppinvariants-recipe.json`` text of a built Whisper."""
+    """The ``ppinvariants-recipe.json`` text of a built speech or vision checkpoint."""
     return json.dumps({"arch": recipe.arch, "key": recipe.key(), "calibration": stats}, indent=1)
