@@ -136,6 +136,17 @@ def own_generate_kwargs(model: Any, do_sample: bool, temperature: float | None) 
     return out
 
 
+def timestamp_precision(model: Any) -> float:
+    """Seconds per timestamp token: the model's ``generate()`` default ``time_precision`` (Whisper's 0.02),
+    0.02 where it names none."""
+    try:
+        param = inspect.signature(type(model).generate).parameters.get("time_precision")
+    except (TypeError, ValueError):
+        param = None
+    default = getattr(param, "default", None)
+    return float(default) if isinstance(default, (int, float)) else 0.02
+
+
 def own_logits_processors(
     model: Any, generation_config: Any, *, begin_index: int, num_beams: int, device: Any, user_processors: Any
 ) -> tuple[Any, list[Any]]:

@@ -233,3 +233,17 @@ def test_shipped_suite_on_a_saved_whisper_dir(tmp_path: Path) -> None:
         timeout=900,
     )
     assert proc.returncode == 0, proc.stdout[-3000:]
+
+
+def test_explain_shows_whisper_tokens_against_time(capsys: pytest.CaptureFixture[str]) -> None:
+    from ppinvariants.explain import explain
+
+    target = tiny_target("whisper")
+    steps = explain(target, default_inputs(target)[3])
+    begin = target.conventions.timestamp_begin
+    assert steps[0].token_id >= begin and steps[0].time == 0.0  # the first generated token is a timestamp
+    times = [s.time for s in steps]
+    assert times == sorted(times) and times[-1] > 0.0
+    assert main(["explain", "tiny:whisper", "3", "-q"]) == 0 and " s\n" in capsys.readouterr().out
+    assert main(["explain", "tiny:whisper", "hello", "-q"]) == 2
+    assert "takes audio inputs: give the number of a default input" in capsys.readouterr().err
