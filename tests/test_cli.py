@@ -171,12 +171,16 @@ def test_decoder_only_factory(capsys) -> None:
 
 
 def test_non_text_model(capsys, tmp_path: Path) -> None:
-    from transformers import WhisperConfig
+    from transformers import ViTConfig, WhisperConfig
 
-    d = tmp_path / "whisper"
+    d = tmp_path / "whisper"  # a speech model is checked now: without weights, that is the one line
     WhisperConfig(d_model=16, encoder_layers=1, decoder_layers=1).save_pretrained(d)
     code, _, err = run(capsys, str(d))
-    assert_one_clear_line(code, err, "not a text-to-text model")
+    assert_one_clear_line(code, err, "no weights found")
+    d = tmp_path / "vit"  # an image classifier generates nothing
+    ViTConfig(hidden_size=16, num_hidden_layers=1).save_pretrained(d)
+    code, _, err = run(capsys, str(d))
+    assert_one_clear_line(code, err, "neither an encoder-decoder model")
 
 
 def test_missing_tokenizer_files(capsys, tmp_path: Path) -> None:
