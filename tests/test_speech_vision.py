@@ -247,3 +247,9 @@ def test_explain_shows_whisper_tokens_against_time(capsys: pytest.CaptureFixture
     assert main(["explain", "tiny:whisper", "3", "-q"]) == 0 and " s\n" in capsys.readouterr().out
     assert main(["explain", "tiny:whisper", "hello", "-q"]) == 2
     assert "takes audio inputs: give the number of a default input" in capsys.readouterr().err
+
+
+def test_snapshot_and_compare_a_whisper_target(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "whisper.json"
+    assert main(["snapshot", "tiny:whisper", "-o", str(path), "--decoding", "greedy", "-q"]) == 0
+    assert main(["compare", str(path), "tiny:whisper", "-q"]) == 0, capsys.readouterr().out
