@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import inspect
 from collections.abc import Iterator
 from typing import Any
 
@@ -87,7 +88,12 @@ def encode_inputs(target: Any, inputs: list[Any]) -> tuple[dict[str, torch.Tenso
                 raise UsageError(f"audio input #{i}: a non-empty 1-D array of finite floats, got shape {arr.shape}")
             clips.append(arr)
         mask = bool(target.conventions.takes_input_mask)
-        out = extractor(clips, sampling_rate=rate, return_tensors="pt", return_attention_mask=mask)
+        # Pad to the longest clip where the extractor pads nothing by default (wav2vec2); an extractor that
+        # pads on its own (Whisper's, to its fixed window) keeps its default.
+        default = inspect.signature(extractor.__call__).parameters.get("padding")
+        pads = default is not None and default.default not in (False, None, "do_not_pad")
+        extra = {} if pads else {"padding": True}
+        out = extractor(clips, sampling_rate=rate, return_tensors="pt", return_attention_mask=mask, **extra)
         labels = [describe_audio(c, rate) for c in clips]
     elif modality == "image":
         for i, x in enumerate(inputs):

@@ -312,7 +312,7 @@ FAULTS: tuple[Fault, ...] = (
 )
 
 #: Healthy models checked by the self-test besides the default set: speech and vision models.
-HEALTHY_EXTRA: tuple[str, ...] = ("whisper", "vision-encoder-decoder")
+HEALTHY_EXTRA: tuple[str, ...] = ("whisper", "vision-encoder-decoder", "speech-encoder-decoder")
 
 
 # ------------------------------------------------------------------------------- running

@@ -52,7 +52,7 @@ def _status(rec: GenerationRecord, name: str) -> tuple[str, str]:
 
 
 def test_whisper_stays_out_of_the_text_sets() -> None:
-    assert SPEECH_VISION_ARCHITECTURES == ("whisper", "vision-encoder-decoder")
+    assert SPEECH_VISION_ARCHITECTURES == ("whisper", "vision-encoder-decoder", "speech-encoder-decoder")
     assert not set(SPEECH_VISION_ARCHITECTURES) & (set(ARCHITECTURES) | set(ALL_ARCHITECTURES))
 
 
@@ -193,10 +193,23 @@ def test_vision_encoder_decoder_takes_images_and_passes_greedy() -> None:
         encode_inputs(target, ["a text"])
 
 
+def test_speech_encoder_decoder_pads_clips_with_a_mask_and_passes_greedy() -> None:
+    target = tiny_target("speech-encoder-decoder")
+    assert target.modality == "audio" and target.conventions.takes_input_mask
+    batch, _, _ = encode_inputs(target, default_inputs(target))
+    assert set(batch) == {"input_values", "attention_mask"}
+    lengths = batch["attention_mask"].sum(dim=1)
+    assert len(set(lengths.tolist())) == len(default_audio()) and int(lengths.max()) == batch["input_values"].shape[1]
+    rec = capture(target, default_inputs(target), GREEDY)
+    bad = [r for r in run_invariants(rec) if r.status in ("fail", "error")]
+    assert not bad, [(r.invariant, r.reason) for r in bad]
+
+
 @pytest.mark.slow
-def test_vision_encoder_decoder_passes_check_in_record_and_streaming_mode() -> None:
+@pytest.mark.parametrize("arch", ["vision-encoder-decoder", "speech-encoder-decoder"])
+def test_composite_models_pass_check_in_record_and_streaming_mode(arch: str) -> None:
     for streaming in (False, True):
-        report = check_loaded(load_target("tiny:vision-encoder-decoder"), streaming=streaming)
+        report = check_loaded(load_target(f"tiny:{arch}"), streaming=streaming)
         assert report.status == "pass", [
             (r.invariant, r.decoding, r.reason) for r in report.results if r.status == "fail"
         ]

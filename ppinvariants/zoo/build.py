@@ -308,13 +308,18 @@ def _build(recipe: Recipe, out: Path) -> None:
         stats = build_whisper(recipe, out, _scale_init, _least_squares)
         (out / "ppinvariants-recipe.json").write_text(whisper_recipe_json(recipe, stats))
         return
-    if recipe.model_class == "VisionEncoderDecoderModel":
+    if recipe.model_class in ("VisionEncoderDecoderModel", "SpeechEncoderDecoderModel"):
         from .speech import whisper_recipe_json
-        from .vision import build_vision_encoder_decoder
+        from .vision import build_speech_encoder_decoder, build_vision_encoder_decoder
 
         write_tokenizer(recipe, out)
         tokenizer = transformers.AutoTokenizer.from_pretrained(out)
-        stats = build_vision_encoder_decoder(recipe, out, _scale_init, _least_squares, tokenizer)
+        composite = (
+            build_vision_encoder_decoder
+            if recipe.model_class == "VisionEncoderDecoderModel"
+            else build_speech_encoder_decoder
+        )
+        stats = composite(recipe, out, _scale_init, _least_squares, tokenizer)
         (out / "ppinvariants-recipe.json").write_text(whisper_recipe_json(recipe, stats))
         return
 

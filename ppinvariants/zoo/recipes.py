@@ -523,6 +523,30 @@ SPEECH_VISION_RECIPES: dict[str, Recipe] = {
         model_class="VisionEncoderDecoderModel",
         note="32x32 images in 8x8 patches (real OCR checkpoints: 384x384 in 16x16)",
     ),
+    # SpeechEncoderDecoder: a wav2vec2 encoder (layer-normed feature encoder, so it takes an attention mask over
+    # padded audio) and a GPT-2 decoder, the zoo's byte-level BPE, a Wav2Vec2FeatureExtractor and processor.
+    "speech-encoder-decoder": Recipe(
+        arch="speech-encoder-decoder",
+        tokenizer="bytelevel-bpe",
+        tokenizer_class="GPT2Tokenizer",
+        config_class="Wav2Vec2Config",
+        config=dict(
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=64,
+            conv_dim=(32,) * 7,
+            feat_extract_norm="layer",
+            do_stable_layer_norm=True,
+            num_conv_pos_embeddings=16,
+            num_conv_pos_embedding_groups=4,
+        ),
+        decoder_config=dict(n_embd=32, n_layer=2, n_head=2, n_positions=128),
+        tokenizer_config=dict(bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>"),
+        special_tokens=("<s>", "<pad>", "</s>", "<unk>"),
+        model_class="SpeechEncoderDecoderModel",
+        note="a 32-wide wav2vec2 (real checkpoints: 768 or 1024)",
+    ),
 }
 SPEECH_VISION_ARCHITECTURES: tuple[str, ...] = tuple(SPEECH_VISION_RECIPES)
 
