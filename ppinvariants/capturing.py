@@ -170,7 +170,7 @@ def _max_positions(tokenizer: Any, model: Any) -> int:
 
 def capture(
     target: Any,
-    texts: list[str],
+    texts: list[Any],
     decoding: Decoding,
     *,
     evidence: bool | str = True,
@@ -179,6 +179,10 @@ def capture(
     observer: Any = None,
 ) -> GenerationRecord:
     """Run ``target.model.generate()`` on ``texts`` under ``decoding`` and return the record.
+
+    ``texts`` are the inputs the target takes: strings for a text model; for a speech model, clips (1-D
+    float arrays at its feature extractor's sampling rate); for a vision model, images (see
+    :func:`encode_inputs`, and :func:`default_inputs` for the defaults of each).
 
     ``decoding`` is first resolved against the checkpoint's generation config
     (:func:`ppinvariants.decoding.resolve`): the record's decoding lists every setting that ran.
