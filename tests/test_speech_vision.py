@@ -266,3 +266,17 @@ def test_snapshot_and_compare_a_whisper_target(tmp_path: Path, capsys: pytest.Ca
     path = tmp_path / "whisper.json"
     assert main(["snapshot", "tiny:whisper", "-o", str(path), "--decoding", "greedy", "-q"]) == 0
     assert main(["compare", str(path), "tiny:whisper", "-q"]) == 0, capsys.readouterr().out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", SPEECH_VISION_ARCHITECTURES)
+def test_two_fresh_builds_are_byte_identical(arch: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ppinvariants.zoo import tiny_checkpoint
+
+    builds = []
+    for name in ("a", "b"):
+        monkeypatch.setenv("PPINVARIANTS_CACHE", str(tmp_path / name))
+        builds.append(tiny_checkpoint(arch))
+    files = [{p.relative_to(b).as_posix(): p.read_bytes() for p in sorted(b.rglob("*")) if p.is_file()} for b in builds]
+    assert files[0].keys() == files[1].keys()
+    assert [k for k in files[0] if files[0][k] != files[1][k]] == []
