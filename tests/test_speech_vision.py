@@ -280,3 +280,22 @@ def test_two_fresh_builds_are_byte_identical(arch: str, tmp_path: Path, monkeypa
     files = [{p.relative_to(b).as_posix(): p.read_bytes() for p in sorted(b.rglob("*")) if p.is_file()} for b in builds]
     assert files[0].keys() == files[1].keys()
     assert [k for k in files[0] if files[0][k] != files[1][k]] == []
+
+
+def test_audio_and_image_strategies_are_valid_and_shrink_to_the_simplest() -> None:
+    from hypothesis import find, given, settings
+
+    from ppinvariants.strategies import audio_batches, image_batches
+
+    @settings(max_examples=20, deadline=None, database=None)
+    @given(clips=audio_batches(max_size=3, max_seconds=0.2), images=image_batches(max_size=3, max_side=24))
+    def valid(clips: list, images: list) -> None:
+        assert 1 <= len(clips) <= 3 and 1 <= len(images) <= 3
+        for x in clips:
+            assert x.ndim == 1 and x.dtype == np.float32 and 1 <= len(x) <= 3200 and np.abs(x).max() <= 1.0
+        assert all(im.mode == "RGB" and 1 <= min(im.size) and max(im.size) <= 24 for im in images)
+
+    valid()
+    simplest = find(audio_batches(), lambda clips: True, settings=settings(database=None))
+    assert len(simplest) == 1 and len(simplest[0]) == 1 and not simplest[0].any()  # one sample of silence
+    assert [im.size for im in find(image_batches(), lambda ims: True, settings=settings(database=None))] == [(1, 1)]
