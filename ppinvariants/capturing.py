@@ -210,8 +210,11 @@ def capture(
     # (Whisper's start, language, task, no-timestamps); the whole left-padded prompt for a decoder-only model
     # (generate() echoes it in sequences).
     prompt_length = int(batch["input_ids"].shape[1]) if decoder_only else max(1, len(conventions.decoder_prompt))
-    text_ids = batch.get("input_ids", torch.zeros((rows, 0), dtype=torch.long, device=target.device))
-    text_mask = batch.get("attention_mask" if "input_ids" in batch else "", torch.zeros_like(text_ids))
+    if "input_ids" in batch:
+        text_ids, text_mask = batch["input_ids"], batch["attention_mask"]
+    else:  # a speech or vision batch has no token ids: empty [rows, 0] ids and mask stand in the record
+        text_ids = torch.zeros((rows, 0), dtype=torch.long, device=target.device)
+        text_mask = torch.zeros_like(text_ids)
     gen_config = effective_generation_config(model.generation_config, decoding)
     gen_config.return_dict_in_generate = True
     gen_config.output_scores = keep_scores
