@@ -76,6 +76,105 @@ def is_text_seq2seq(model_type: str) -> bool:
     return model_type in modeling_auto.MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES
 
 
+def seq2seq_modality(config: Any) -> str | None:
+    """``"audio"`` or ``"image"`` for a speech or vision encoder-decoder config (Whisper, Speech2Text,
+    ``SpeechEncoderDecoderModel``; ``VisionEncoderDecoderModel``), by transformers' public name tables; None
+    for any other config."""
+    from transformers.models.auto import modeling_auto
+
+    if not getattr(config, "is_encoder_decoder", False):
+        return None
+    model_type = str(getattr(config, "model_type", ""))
+    if model_type in getattr(modeling_auto, "MODEL_FOR_SPEECH_SEQ_2_SEQ_MAPPING_NAMES", {}):
+        return "audio"
+    vision = {
+        *getattr(modeling_auto, "MODEL_FOR_VISION_2_SEQ_MAPPING_NAMES", {}),
+        *getattr(modeling_auto, "MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES", {}),
+    }
+    if model_type == "vision-encoder-decoder" or (model_type in vision and not is_text_seq2seq(model_type)):
+        return "image"
+    return None
+
+
+def speech_vision_model_class(config: Any) -> Any:
+    """The class that loads a speech or vision encoder-decoder checkpoint of ``config``: the composite
+    classes by name, else ``AutoModelForSpeechSeq2Seq`` / ``AutoModelForVision2Seq`` (4.x) or
+    ``AutoModelForImageTextToText`` (5.x)."""
+    import transformers
+
+    model_type = str(getattr(config, "model_type", ""))
+    if model_type == "speech-encoder-decoder":
+        return transformers.SpeechEncoderDecoderModel
+    if model_type == "vision-encoder-decoder":
+        return transformers.VisionEncoderDecoderModel
+    if seq2seq_modality(config) == "audio":
+        return transformers.AutoModelForSpeechSeq2Seq
+    return getattr(transformers, "AutoModelForVision2Seq", None) or transformers.AutoModelForImageTextToText
+
+
+def builds_own_processors(model: Any) -> bool:
+    """Whether the model's ``generate()`` builds logits processors of its own before the library's (Whisper's
+    ``_retrieve_logit_processors``: suppress, begin-suppress, the timestamp rules) and sets its decoder prompt
+    from ``language``/``task`` in the generation config."""
+    return callable(getattr(type(model), "_retrieve_logit_processors", None))
+
+
+def own_generate_kwargs(model: Any, do_sample: bool, temperature: float | None) -> dict[str, Any]:
+    """Keywords a model's own ``generate()`` needs to run the decoding its generation config asks for.
+
+    Whisper's ``generate()`` decides sampling from its ``temperature`` argument alone (none: greedy, whatever
+    ``do_sample`` says), so a sampling decoding passes its temperature there; it is asked for one call to the
+    library's generate() (``force_unique_generate_call``: no seeking over segments, whose loop may not end on
+    a model that predicts ``<|0.00|>`` last) and for timestamps where its generation config sets
+    ``return_timestamps``."""
+    if not builds_own_processors(model):
+        return {}
+    params = inspect.signature(type(model).generate).parameters
+    out: dict[str, Any] = {}
+    if "temperature" in params and do_sample:
+        out["temperature"] = float(temperature if temperature is not None else 1.0)
+    if "force_unique_generate_call" in params:
+        out["force_unique_generate_call"] = True
+    if "return_timestamps" in params:
+        out["return_timestamps"] = bool(getattr(model.generation_config, "return_timestamps", False))
+    return out
+
+
+def timestamp_precision(model: Any) -> float:
+    """Seconds per timestamp token: the model's ``generate()`` default ``time_precision`` (Whisper's 0.02),
+    0.02 where it names none."""
+    try:
+        param = inspect.signature(type(model).generate).parameters.get("time_precision")
+    except (TypeError, ValueError):
+        param = None
+    default = getattr(param, "default", None)
+    return float(default) if isinstance(default, (int, float)) else 0.02
+
+
+def own_logits_processors(
+    model: Any, generation_config: Any, *, begin_index: int, num_beams: int, device: Any, user_processors: Any
+) -> tuple[Any, list[Any]]:
+    """``(generation_config, processors)``: the processors a model's own ``generate()`` puts before the
+    user's (Whisper: begin-suppress, suppress, the timestamp rules), built by the model's own method on a copy
+    of ``generation_config``, which comes back as the model's generate() leaves it (the suppress settings
+    moved into those processors). Raises ``ValueError`` for a setting whose processor keeps state across
+    calls (Whisper's ``no_speech_threshold``)."""
+    gc = copy.deepcopy(generation_config)
+    gc.no_speech_threshold = getattr(gc, "no_speech_threshold", None)  # generate() sets it, None by default
+    if gc.no_speech_threshold is not None:
+        raise ValueError("no_speech_threshold: Whisper's no-speech detector runs the model itself, not replayed")
+    if getattr(gc, "return_timestamps", None) is None:
+        gc.return_timestamps = False
+    procs = model._retrieve_logit_processors(
+        generation_config=gc,
+        logits_processor=list(user_processors or []),
+        begin_index=begin_index,
+        num_beams=num_beams,
+        device=device,
+    )
+    return gc, list(procs or [])
+
+
 def is_causal_lm_type(model_type: str) -> bool:
     """Whether ``AutoModelForCausalLM`` knows ``model_type``, by its public name table."""
     from transformers.models.auto import modeling_auto
@@ -272,6 +371,19 @@ def reference_logits_processors(
             prepared = prepared[0] if isinstance(prepared, tuple) else prepared
             prepared.max_length, prepared.min_length = gc.max_length, gc.min_length
             gc = prepared
+    if builds_own_processors(model):
+        # The model's own generate() builds its processors first and passes them on as the user's list,
+        # its suppress settings cleared (and kept cleared: it passes them to the library's generate() as None).
+        own_config, user_processors = own_logits_processors(
+            model,
+            gc,
+            begin_index=prompt_length,
+            num_beams=int(gc.num_beams or 1),
+            device=device,
+            user_processors=user_processors,
+        )
+        gc.suppress_tokens = own_config.suppress_tokens
+        gc.begin_suppress_tokens = own_config.begin_suppress_tokens
     prepare = getattr(GenerationMixin, "_prepare_special_tokens", None)
     if prepare is not None:
         params = inspect.signature(prepare).parameters

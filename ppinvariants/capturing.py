@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import dataclasses
+import inspect
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -45,6 +49,119 @@ def encode(
     return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}, truncated
 
 
+def encode_inputs(target: Any, inputs: list[Any]) -> tuple[dict[str, torch.Tensor], list[int], list[str]]:
+    """Encode ``inputs`` for ``target``: ``(batch, truncated rows, labels)``.
+
+    The one place inputs become tensors: texts through the tokenizer (:func:`encode`, labels the texts
+    themselves); for a speech model, clips (1-D float arrays at the feature extractor's sampling rate)
+    through its feature extractor, with the attention mask where the extractor returns one; for a vision
+    model, images (PIL) through its image processor. Non-text batches carry their encoder tensors
+    (``input_features`` / ``input_values`` / ``pixel_values``) and no ``input_ids``.
+    """
+    modality = getattr(target, "modality", "text")
+    if modality == "text":
+        decoder_only = bool(getattr(target.conventions, "decoder_only", False))
+        batch, truncated = encode(
+            target.tokenizer,
+            inputs,
+            target.model,
+            padding_side=target.conventions.padding_side if decoder_only else None,
+        )
+        return batch, truncated, list(inputs)
+    if not inputs:
+        raise UsageError(f"no inputs: give at least one {modality} input")
+    from .signals import describe_audio, describe_image
+
+    if modality == "audio":
+        import numpy as np
+
+        extractor = target.processor.feature_extractor
+        rate = int(getattr(extractor, "sampling_rate", 16000))
+        clips = []
+        for i, x in enumerate(inputs):
+            if isinstance(x, str):
+                raise UsageError(
+                    f"{target.spec} takes audio inputs, not texts: input #{i} is {x!r} (give 1-D float arrays)"
+                )
+            arr = np.asarray(x, dtype=np.float32)
+            if arr.ndim != 1 or arr.size == 0 or not np.isfinite(arr).all():
+                raise UsageError(f"audio input #{i}: a non-empty 1-D array of finite floats, got shape {arr.shape}")
+            clips.append(arr)
+        mask = bool(target.conventions.takes_input_mask)
+        # Pad to the longest clip where the extractor pads nothing by default (wav2vec2); an extractor that
+        # pads on its own (Whisper's, to its fixed window) keeps its default.
+        default = inspect.signature(extractor.__call__).parameters.get("padding")
+        pads = default is not None and default.default not in (False, None, "do_not_pad")
+        extra = {} if pads else {"padding": True}
+        out = extractor(clips, sampling_rate=rate, return_tensors="pt", return_attention_mask=mask, **extra)
+        labels = [describe_audio(c, rate) for c in clips]
+    elif modality == "image":
+        for i, x in enumerate(inputs):
+            if not hasattr(x, "size") or isinstance(x, str):
+                raise UsageError(f"{target.spec} takes image inputs: input #{i} is {type(x).__name__}, not an image")
+        out = target.processor.image_processor(list(inputs), return_tensors="pt")
+        labels = [describe_image(x) for x in inputs]
+    else:
+        raise UsageError(f"unknown input modality {modality!r}")
+    batch = {k: v for k, v in out.items() if k in ENCODER_INPUTS and isinstance(v, torch.Tensor)}
+    return batch, [], labels
+
+
+def default_inputs(target: Any) -> list[Any]:
+    """The default inputs of a check for ``target``'s modality: :data:`~ppinvariants.texts.DEFAULT_TEXTS`,
+    the clips of :func:`~ppinvariants.signals.default_audio` at its feature extractor's sampling rate, or
+    the images of :func:`~ppinvariants.signals.default_images`."""
+    from .signals import default_audio, default_images
+    from .texts import DEFAULT_TEXTS
+
+    modality = getattr(target, "modality", "text")
+    if modality == "audio":
+        return default_audio(int(getattr(target.processor.feature_extractor, "sampling_rate", 16000)))
+    if modality == "image":
+        return default_images()
+    return list(DEFAULT_TEXTS)
+
+
+def inputs_for(target: Any, texts: Any) -> list[Any]:
+    """``texts`` as given, except that the default texts stand for the default inputs of a speech or vision
+    ``target`` (:func:`default_inputs`): ``check`` with no inputs checks every model on inputs it takes."""
+    from .texts import DEFAULT_TEXTS
+
+    if getattr(target, "modality", "text") != "text" and tuple(texts) == tuple(DEFAULT_TEXTS):
+        return default_inputs(target)
+    return list(texts)
+
+
+@contextlib.contextmanager
+def timestamps_on(target: Any) -> Iterator[Any]:
+    """Within the block, ``target``'s model predicts timestamps (Whisper: ``return_timestamps`` in its
+    generation config, so the decoder prompt has no ``<|notimestamps|>`` and the timestamp processor runs);
+    yields a copy of the target with the conventions re-derived for it. The generation config is restored
+    after the block. Raises ``ValueError`` for a model without timestamp tokens."""
+    from .conventions import derive_conventions
+
+    if getattr(target.conventions, "timestamp_begin", None) is None:
+        raise ValueError(f"{target.spec}: no timestamp tokens (no no_timestamps_token_id in its generation config)")
+    config = target.model.generation_config
+    had = "return_timestamps" in config.__dict__
+    saved = getattr(config, "return_timestamps", None)
+    config.return_timestamps = True
+    try:
+        conventions = derive_conventions(
+            target.model, target.tokenizer, modality=target.modality, processor=target.processor
+        )
+        yield dataclasses.replace(target, conventions=conventions)
+    finally:
+        if had:
+            config.return_timestamps = saved
+        else:
+            del config.return_timestamps
+
+
+#: The encoder inputs a processor may return, passed on to generate().
+ENCODER_INPUTS = ("input_features", "input_values", "pixel_values", "attention_mask")
+
+
 def _max_positions(tokenizer: Any, model: Any) -> int:
     """The smallest input length limit of ``model``'s config (every spelling, nested encoder configs
     too) and ``tokenizer``; see :func:`ppinvariants.lengths.input_limit`."""
@@ -53,7 +170,7 @@ def _max_positions(tokenizer: Any, model: Any) -> int:
 
 def capture(
     target: Any,
-    texts: list[str],
+    texts: list[Any],
     decoding: Decoding,
     *,
     evidence: bool | str = True,
@@ -62,6 +179,10 @@ def capture(
     observer: Any = None,
 ) -> GenerationRecord:
     """Run ``target.model.generate()`` on ``texts`` under ``decoding`` and return the record.
+
+    ``texts`` are the inputs the target takes: strings for a text model; for a speech model, clips (1-D
+    float arrays at its feature extractor's sampling rate); for a vision model, images (see
+    :func:`encode_inputs`, and :func:`default_inputs` for the defaults of each).
 
     ``decoding`` is first resolved against the checkpoint's generation config
     (:func:`ppinvariants.decoding.resolve`): the record's decoding lists every setting that ran.
@@ -82,11 +203,18 @@ def capture(
     decoding = resolve(decoding, model.generation_config)
     conventions = target.conventions
     decoder_only = bool(getattr(conventions, "decoder_only", False))
-    batch, truncated = encode(tokenizer, texts, model, padding_side=conventions.padding_side if decoder_only else None)
+    batch, truncated, labels = encode_inputs(target, list(texts))
     batch = {k: v.to(target.device) for k, v in batch.items()}
-    # The decoder prompt: the decoder start (1 column) for an encoder-decoder model, the whole left-padded
-    # prompt for a decoder-only model (generate() echoes it in sequences).
-    prompt_length = int(batch["input_ids"].shape[1]) if decoder_only else 1
+    rows = int(next(iter(batch.values())).shape[0])
+    # The decoder prompt: the decoder start (1 column) for an encoder-decoder model, or its whole forced prompt
+    # (Whisper's start, language, task, no-timestamps); the whole left-padded prompt for a decoder-only model
+    # (generate() echoes it in sequences).
+    prompt_length = int(batch["input_ids"].shape[1]) if decoder_only else max(1, len(conventions.decoder_prompt))
+    if "input_ids" in batch:
+        text_ids, text_mask = batch["input_ids"], batch["attention_mask"]
+    else:  # a speech or vision batch has no token ids: empty [rows, 0] ids and mask stand in the record
+        text_ids = torch.zeros((rows, 0), dtype=torch.long, device=target.device)
+        text_mask = torch.zeros_like(text_ids)
     gen_config = effective_generation_config(model.generation_config, decoding)
     gen_config.return_dict_in_generate = True
     gen_config.output_scores = keep_scores
@@ -99,8 +227,8 @@ def capture(
         return build_processing(
             model,
             _with_lengths(gen_config, effective),
-            input_ids=batch["input_ids"],
-            attention_mask=batch["attention_mask"],
+            input_ids=text_ids,
+            attention_mask=text_mask,
             prompt_length=prompt_length,
             device=device,
             dtype=model.dtype,
@@ -119,66 +247,89 @@ def capture(
             observer.prepare(None, processing_error)
     passed = user + ([observer] if observer is not None else [])
     extra = {"logits_processor": LogitsProcessorList(passed)} if passed else {}
+    # transformers' warnings (one per input, some of them) are counted for the report instead of printed.
     with _compat.counted_library_warnings() as warned:
-        record = _generate(target, texts, decoding, batch, truncated, gen_config, effective, extra, keep_scores)
-        record.processing, record.processing_error, record.prompt_length = processing, processing_error, prompt_length
+        torch.manual_seed(decoding.seed)
+        extra.update(_compat.own_generate_kwargs(model, decoding.do_sample, gen_config.temperature))
+        with torch.no_grad():
+            out = model.generate(**batch, generation_config=gen_config, **extra)
+        sequences = out.sequences.detach().cpu()
+        beam_indices = getattr(out, "beam_indices", None)
+        beam_indices = None if beam_indices is None else beam_indices.detach()
+        # transformers' own reading of the chosen-token log-probs, kept to hold ours against:
+        # beam scores are log-probs already; greedy/sampling scores are logits to normalise.
+        is_beam = decoding.num_beams > 1 and not decoding.do_sample
+        raw_logits = getattr(out, "logits", None)
+        per_hypothesis = False
+        if (
+            is_beam
+            and keep_scores
+            and beam_indices is not None
+            and _scores_per_hypothesis(out, rows, decoding.num_beams)
+        ):
+            # Whisper's generate() hands back, under beam search, each step's scores already re-indexed to the
+            # returned hypotheses (the beam row each came from, by beam_indices) and the logits of the first beam
+            # rows: each returned row is then its own score row, and the raw logits belong to no hypothesis.
+            beam_indices = torch.where(
+                beam_indices >= 0, torch.arange(beam_indices.shape[0], device=beam_indices.device)[:, None], -1
+            )
+            raw_logits, per_hypothesis = None, True
+            processing, processing_error = (
+                None,
+                (
+                    "the model's generate() returns under beam search the raw logits of the first beam rows, "
+                    "not of each returned hypothesis: nothing to replay the processors on"
+                ),
+            )
+        transition = None
+        if keep_scores:
+            transition = _compat.compute_transition_scores(
+                model, out.sequences, out.scores, beam_indices if is_beam else None, normalize_logits=not is_beam
+            )
+            transition = None if transition is None else transition.detach().float().cpu()
+        seq_scores = getattr(out, "sequences_scores", None)
+        record = GenerationRecord(
+            target=target.spec,
+            decoding=decoding,
+            texts=labels,
+            input_ids=text_ids.cpu(),
+            attention_mask=text_mask.cpu(),
+            sequences=sequences,
+            scores=stack_steps(out.scores) if keep_scores else NOT_KEPT,
+            logits=stack_steps(raw_logits) if keep_scores else NOT_KEPT,
+            beam_indices=None if beam_indices is None else beam_indices.cpu(),
+            sequences_scores=None if seq_scores is None else seq_scores.detach().float().cpu(),
+            transition_scores=transition,
+            generation_config=effective,
+            conventions=target.conventions,
+            output_width=int(model.get_output_embeddings().weight.shape[0]),
+            tokenizer_size=_compat.tokenizer_vocab_size(tokenizer),
+            dtype=target.dtype_name,
+            device=str(target.device),
+            truncated=truncated,
+            tokenizer=tokenizer,
+            model_type=str(getattr(model.config, "model_type", "")),
+            processing=processing,
+            processing_error=processing_error,
+            prompt_length=prompt_length,
+            modality=getattr(target, "modality", "text"),
+            scores_per_hypothesis=per_hypothesis,
+            encoder_inputs=None if "input_ids" in batch else {k: v.cpu() for k, v in batch.items()},
+        )
         if evidence:
             record.evidence = collect_evidence(target, record, "standard" if evidence is True else str(evidence))
     record.library_warnings = dict(warned)
     return record
 
 
-def _generate(
-    target: Any,
-    texts: list[str],
-    decoding: Decoding,
-    batch: dict[str, torch.Tensor],
-    truncated: list[int],
-    gen_config: Any,
-    effective: dict[str, Any],
-    extra: dict[str, Any],
-    keep_scores: bool,
-) -> GenerationRecord:
-    """``generate()`` once on ``batch`` and its outputs as a record (without processing and evidence)."""
-    model, tokenizer = target.model, target.tokenizer
-    torch.manual_seed(decoding.seed)
-    with torch.no_grad():
-        out = model.generate(**batch, generation_config=gen_config, **extra)
-    sequences = out.sequences.detach().cpu()
-    beam_indices = getattr(out, "beam_indices", None)
-    beam_indices = None if beam_indices is None else beam_indices.detach()
-    # transformers' own reading of the chosen-token log-probs, kept to hold ours against:
-    # beam scores are log-probs already; greedy/sampling scores are logits to normalise.
-    is_beam = decoding.num_beams > 1 and not decoding.do_sample
-    transition = None
-    if keep_scores:
-        transition = _compat.compute_transition_scores(
-            model, out.sequences, out.scores, beam_indices if is_beam else None, normalize_logits=not is_beam
-        )
-        transition = None if transition is None else transition.detach().float().cpu()
-    seq_scores = getattr(out, "sequences_scores", None)
-    return GenerationRecord(
-        target=target.spec,
-        decoding=decoding,
-        texts=list(texts),
-        input_ids=batch["input_ids"].cpu(),
-        attention_mask=batch["attention_mask"].cpu(),
-        sequences=sequences,
-        scores=stack_steps(out.scores) if keep_scores else NOT_KEPT,
-        logits=stack_steps(getattr(out, "logits", None)) if keep_scores else NOT_KEPT,
-        beam_indices=None if beam_indices is None else beam_indices.cpu(),
-        sequences_scores=None if seq_scores is None else seq_scores.detach().float().cpu(),
-        transition_scores=transition,
-        generation_config=effective,
-        conventions=target.conventions,
-        output_width=int(model.get_output_embeddings().weight.shape[0]),
-        tokenizer_size=_compat.tokenizer_vocab_size(tokenizer),
-        dtype=target.dtype_name,
-        device=str(target.device),
-        truncated=truncated,
-        tokenizer=tokenizer,
-        model_type=str(getattr(model.config, "model_type", "")),
-    )
+def _scores_per_hypothesis(out: Any, inputs: int, num_beams: int) -> bool:
+    """Whether beam search's step scores came back one row per returned hypothesis (Whisper's generate()
+    re-indexes them so) instead of the library's one row per beam of each input."""
+    scores = getattr(out, "scores", None)
+    if not scores:
+        return False
+    rows = int(scores[0].shape[0])
+    return rows == int(out.sequences.shape[0]) and rows != inputs * num_beams
 
 
 def _with_lengths(config: Any, effective: dict[str, Any]) -> Any:

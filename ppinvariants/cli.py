@@ -108,7 +108,9 @@ def _parser() -> argparse.ArgumentParser:
 
     ex = sub.add_parser("explain", parents=[quiet], help="show a greedy generation token by token")
     ex.add_argument("target", metavar="TARGET")
-    ex.add_argument("text", metavar="TEXT")
+    ex.add_argument(
+        "text", metavar="TEXT", help="the input text; for a speech or vision model, a default input's number"
+    )
     ex.add_argument("--top-k", type=int, default=5, help="next tokens shown per step (default 5)")
     ex.add_argument("--max-new-tokens", type=int, default=24)
     ex.add_argument("--plot", metavar="FILE.png", help="draw entropy and chosen-token probability per step")
@@ -268,9 +270,22 @@ def _explain(args: argparse.Namespace) -> int:
     from .targets import load_target
 
     target = load_target(args.target, device=args.device, dtype=args.dtype)
-    encode(target.tokenizer, [args.text], target.model)  # empty text etc.: one clear line
+    given: object = args.text
+    if target.modality != "text":  # TEXT names one of the default clips or images
+        from .capturing import default_inputs
+        from .errors import UsageError
+
+        defaults = default_inputs(target)
+        if not args.text.isdigit() or int(args.text) >= len(defaults):
+            raise UsageError(
+                f"{args.target} takes {target.modality} inputs: give the number of a default input "
+                f"(0 to {len(defaults) - 1}) as TEXT, not {args.text!r}"
+            )
+        given = defaults[int(args.text)]
+    else:
+        encode(target.tokenizer, [args.text], target.model)  # empty text etc.: one clear line
     decoding = GREEDY.replace(max_new_tokens=args.max_new_tokens, min_length=None)
-    steps = explain(target, args.text, top_k=args.top_k, decoding=decoding)
+    steps = explain(target, given, top_k=args.top_k, decoding=decoding)
     print(f"{args.target}: {args.text!r}")
     print(render(steps, vocab_size=int(target.model.get_output_embeddings().weight.shape[0])))
     if args.plot:

@@ -13,6 +13,9 @@ from .errors import TargetError
 
 _PROBE = "hello world"
 
+#: Stands in ``Conventions.decoder_prompt`` for the language token of a model that detects the language.
+ANY_LANGUAGE = -1
+
 
 @dataclass(frozen=True)
 class Conventions:
@@ -41,6 +44,22 @@ class Conventions:
     chat_end_token_ids: tuple[int, ...] = ()
     #: Whether the model's forward pass takes ``position_ids`` (derived from the attention mask under left padding).
     takes_position_ids: bool = False
+    #: What the inputs are: ``text`` (token ids), ``audio`` (a feature extractor's ``input_features`` /
+    #: ``input_values``) or ``image`` (an image processor's ``pixel_values``).
+    modality: str = "text"
+    #: The whole forced decoder prompt of an encoder-decoder model, decoder start first (Whisper's
+    #: ``<|startoftranscript|> <|en|> <|transcribe|> <|notimestamps|>``), from the generation config;
+    #: ``ANY_LANGUAGE`` where the model detects the language itself. () for a decoder-only model.
+    decoder_prompt: tuple[int, ...] = ()
+    #: The language and task tokens the generation config asks for (Whisper-style configs), None otherwise.
+    language_token_id: int | None = None
+    task_token_id: int | None = None
+    #: Language tokens the generation config knows (``lang_to_id``), for a detected language.
+    language_token_ids: tuple[int, ...] = ()
+    #: The first timestamp token (every id from it on is a timestamp), None without timestamps.
+    timestamp_begin: int | None = None
+    #: Whether the encoder takes an attention mask over its (audio) inputs: the feature extractor returns one.
+    takes_input_mask: bool = True
 
     @property
     def pad_is_eos(self) -> bool:
@@ -55,8 +74,15 @@ class Conventions:
     def text(self, token_id: int | None) -> str:
         return "" if token_id is None else self.token_texts.get(token_id, str(token_id))
 
+    @property
+    def is_text(self) -> bool:
+        """The inputs are token ids (not audio or images)."""
+        return self.modality == "text"
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
+        d["decoder_prompt"] = list(self.decoder_prompt)
+        d["language_token_ids"] = list(self.language_token_ids)
         d["eos_token_ids"] = list(self.eos_token_ids)
         d["input_prefix"] = list(self.input_prefix)
         d["input_suffix"] = list(self.input_suffix)
@@ -87,6 +113,20 @@ class Conventions:
                 f"positions:  {'position_ids from the attention mask' if self.takes_position_ids else 'no position_ids argument'}",
             ]
         gen = [f"{self.text(self.decoder_start_token_id)}({self.decoder_start_token_id})"]
+        if len(self.decoder_prompt) > 1:
+            gen = ["<detected language>" if t == ANY_LANGUAGE else f"{self.text(t)}({t})" for t in self.decoder_prompt]
+            gen[-1] += " [forced decoder prompt]"
+        if not self.is_text:
+            lines = [
+                f"input:      {self.modality} ("
+                + ("with" if self.takes_input_mask else "no")
+                + " attention mask over the encoder inputs)",
+                f"generation: {' '.join(gen)} ... {'|'.join(toks((e,)) for e in self.eos_token_ids)}",
+                f"pad:        {self.text(self.pad_token_id)}({self.pad_token_id})",
+            ]
+            if self.timestamp_begin is not None:
+                lines.append(f"timestamps: ids from {self.text(self.timestamp_begin)}({self.timestamp_begin}) on")
+            return lines
         if self.forced_bos_token_id is not None:
             gen.append(f"{self.text(self.forced_bos_token_id)}({self.forced_bos_token_id}) [forced]")
         return [
@@ -138,8 +178,15 @@ def probe_input_wrapping(tokenizer: Any) -> tuple[tuple[int, ...], tuple[int, ..
     return tuple(with_special[:i]), tuple(with_special[j:])
 
 
-def derive_conventions(model: Any, tokenizer: Any, generation_config: Any | None = None) -> Conventions:
+def derive_conventions(
+    model: Any, tokenizer: Any, generation_config: Any | None = None, *, modality: str = "text", processor: Any = None
+) -> Conventions:
     """Read the conventions of ``model`` and ``tokenizer`` (generation config first, then model config).
+
+    ``modality`` (``audio``, ``image``) marks a speech or vision encoder-decoder: its inputs are not wrapped
+    by the tokenizer (no prefix or suffix), and ``processor``'s feature extractor says whether the encoder
+    takes an attention mask. The decoder prompt is read from the generation config
+    (:func:`forced_decoder_prompt`).
 
     Raises :class:`TargetError` when a convention the checks rely on is missing (no pad token, no
     decoder start token, no eos).
@@ -168,15 +215,30 @@ def derive_conventions(model: Any, tokenizer: Any, generation_config: Any | None
         raise TargetError(
             "the tokenizer has no pad token: batched inputs cannot be padded (set tokenizer.pad_token in the checkpoint)"
         )
-    prefix, suffix = probe_input_wrapping(tokenizer)
+    prefix, suffix = probe_input_wrapping(tokenizer) if modality == "text" else ((), ())
     forced_bos = pick("forced_bos_token_id")
     forced_eos = pick("forced_eos_token_id")
     forced_eos_ids = _as_tuple(forced_eos)
-    ids = {int(start), int(pad), *eos, *prefix, *suffix, *forced_eos_ids}
+    prompt, language, task, languages, timestamp_begin = forced_decoder_prompt(gen, int(start))
+    ids = {int(start), int(pad), *eos, *prefix, *suffix, *forced_eos_ids, *(t for t in prompt if t >= 0)}
     if forced_bos is not None:
         ids.add(int(forced_bos))
+    if timestamp_begin is not None:
+        ids.add(timestamp_begin)
     texts = {i: str(tokenizer.convert_ids_to_tokens(i)) for i in sorted(ids)}
+    extractor = getattr(processor, "feature_extractor", None)
+    # Text inputs have one; images none; audio where the feature extractor returns one (not Whisper's).
+    takes_mask = modality == "text" or (
+        modality == "audio" and bool(getattr(extractor, "return_attention_mask", False))
+    )
     return Conventions(
+        modality=modality,
+        decoder_prompt=prompt,
+        language_token_id=language,
+        task_token_id=task,
+        language_token_ids=languages,
+        timestamp_begin=timestamp_begin,
+        takes_input_mask=takes_mask,
         decoder_start_token_id=int(start),
         forced_bos_token_id=None if forced_bos is None else int(forced_bos),
         forced_eos_token_id=forced_eos_ids[0] if forced_eos_ids else None,
@@ -187,6 +249,47 @@ def derive_conventions(model: Any, tokenizer: Any, generation_config: Any | None
         padding_side=str(getattr(tokenizer, "padding_side", "right")),
         token_texts=texts,
     )
+
+
+def forced_decoder_prompt(
+    gen: Any, start: int
+) -> tuple[tuple[int, ...], int | None, int | None, tuple[int, ...], int | None]:
+    """``(prompt, language, task, languages, timestamp_begin)`` read from a generation config.
+
+    A config with ``no_timestamps_token_id`` and ``lang_to_id``/``task_to_id`` (Whisper's) makes ``generate()``
+    force ``start``, then the language token (``language``, given as a code, ``<|code|>`` token or a key of
+    ``lang_to_id``; :data:`ANY_LANGUAGE` where the config sets none and the model is multilingual: it detects
+    it), the task token (``task``, default ``transcribe``), then ``<|notimestamps|>`` unless
+    ``return_timestamps`` is set. Timestamps are the ids from ``no_timestamps_token_id + 1`` on. Any other
+    config forces the decoder start alone: ``((start,), None, None, (), None)``.
+    """
+    no_ts = getattr(gen, "no_timestamps_token_id", None)
+    lang_to_id = getattr(gen, "lang_to_id", None) or {}
+    task_to_id = getattr(gen, "task_to_id", None) or {}
+    if no_ts is None or not (lang_to_id or task_to_id):
+        return (start,), None, None, (), None
+    prompt = [start]
+    language = task = None
+    languages = tuple(sorted(int(v) for v in lang_to_id.values()))
+    if getattr(gen, "is_multilingual", None) is not False and lang_to_id:  # English-only: no language token
+        lang = getattr(gen, "language", None)
+        if lang is None:
+            prompt.append(ANY_LANGUAGE)
+        else:
+            lang = str(lang).lower()
+            for key in (lang, f"<|{lang}|>"):
+                if key in lang_to_id:
+                    language = int(lang_to_id[key])
+            prompt.append(ANY_LANGUAGE if language is None else language)
+    multilingual = getattr(gen, "is_multilingual", None) is not False
+    if task_to_id and (multilingual or getattr(gen, "task", None) is not None):
+        task = int(task_to_id.get(str(getattr(gen, "task", None) or "transcribe"), -1))
+        task = None if task < 0 else task
+        if task is not None:
+            prompt.append(task)
+    if not getattr(gen, "return_timestamps", False):
+        prompt.append(int(no_ts))
+    return tuple(prompt), language, task, languages, int(no_ts) + 1
 
 
 def chat_end_tokens(tokenizer: Any) -> tuple[int, ...]:

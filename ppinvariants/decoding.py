@@ -267,7 +267,13 @@ def resolve(
     settings = {
         k: v
         for k, v in merged.to_dict().items()
-        if k not in _NOT_SETTINGS and not k.startswith("_") and v is not None and v != defaults.get(k)
+        if k not in _NOT_SETTINGS
+        and not k.startswith("_")
+        and v is not None
+        and v != defaults.get(k)
+        # a model's own generation settings (Whisper's lang_to_id, language, task) stay in its generation
+        # config, where its own generate() reads them: they are not settings of the library's generate()
+        and k in defaults
     }
     note = decoding.note
     cap = decoding.cap

@@ -70,16 +70,23 @@ def _generate(target: Any, batch: dict[str, torch.Tensor], decoding: Any, **over
     gen_config = effective_generation_config(target.model.generation_config, decoding.replace(**override))
     gen_config.return_dict_in_generate = True
     gen_config.output_scores = True
+    own = _compat.own_generate_kwargs(target.model, bool(gen_config.do_sample), gen_config.temperature)
     torch.manual_seed(decoding.seed)
     with torch.no_grad():
-        out = target.model.generate(**{k: v.to(target.device) for k, v in batch.items()}, generation_config=gen_config)
+        out = target.model.generate(
+            **{k: v.to(target.device) for k, v in batch.items()}, generation_config=gen_config, **own
+        )
     seq_scores = getattr(out, "sequences_scores", None)
     decoder_only = bool(getattr(target.conventions, "decoder_only", False))
+    if decoder_only:
+        prompt_length = int(batch["input_ids"].shape[1])
+    else:  # the decoder start, or a forced decoder prompt: the columns before the first scored step
+        prompt_length = max(1, int(out.sequences.shape[1]) - len(out.scores)) if out.scores else 1
     return Rerun(
         sequences=out.sequences.detach().cpu(),
         scores=stack_steps(out.scores),
         sequences_scores=None if seq_scores is None else seq_scores.detach().float().cpu(),
-        prompt_length=int(batch["input_ids"].shape[1]) if decoder_only else 1,
+        prompt_length=prompt_length,
     )
 
 
@@ -108,7 +115,7 @@ def collect_evidence(target: Any, record: GenerationRecord, depth: str = STANDAR
     nrs = d.num_return_sequences
     ids = record.input_ids.repeat_interleave(nrs, dim=0)
     mask = record.attention_mask.repeat_interleave(nrs, dim=0)
-    batch = {"input_ids": record.input_ids, "attention_mask": record.attention_mask}
+    batch = record.model_inputs()
 
     def attempt(key: str, fn: Any) -> Any:
         try:
@@ -184,11 +191,15 @@ def _teacher_forcing_with_grad(
     weight gradient at all.
     """
     model = target.model
+    nrs = record.decoding.num_return_sequences
+    encoder = {} if record.encoder_inputs is None else {"encoder_inputs": record.model_inputs(repeat=nrs)}
     # The teacher-forced evidence comes from a pass under no_grad, as generation ran: with autograd
     # on, attention may take another kernel (T5-family logits then differ by up to 1e-3 in float32).
     with torch.no_grad():
         ev.teacher_forced_logits = (
-            teacher_forced_logits(model, ids, mask, record.sequences, prompt_length=record.prompt_length).float().cpu()
+            teacher_forced_logits(model, ids, mask, record.sequences, prompt_length=record.prompt_length, **encoder)
+            .float()
+            .cpu()
         )
     captured: list[tuple[int, torch.Tensor]] = []  # (embedding module id, its output in this pass)
 
@@ -202,7 +213,9 @@ def _teacher_forcing_with_grad(
     hooks = [] if thorough else [m.register_forward_hook(keeper(m)) for m in _embedding_modules(model)]
     try:
         with torch.enable_grad():
-            logits = teacher_forced_logits(model, ids, mask, record.sequences, prompt_length=record.prompt_length)
+            logits = teacher_forced_logits(
+                model, ids, mask, record.sequences, prompt_length=record.prompt_length, **encoder
+            )
             chosen = token_logprobs(logits, record.sequences, record.prompt_length)
             live = generation_mask(record.sequences, record.conventions.eos_token_ids, record.prompt_length)
             live = live.to(chosen.device)
@@ -240,6 +253,12 @@ def _solo_runs(target: Any, record: GenerationRecord, inputs: list[int] | None =
     nrs = record.decoding.num_return_sequences
     width = record.input_ids.shape[1]
     for i in range(record.input_ids.shape[0]) if inputs is None else inputs:
+        if record.encoder_inputs is not None:  # a speech or vision input: its own row of the encoder tensors
+            alone = record.model_inputs(slice(i, i + 1))
+            run = _generate(target, alone, record.decoding)
+            run.rows = list(range(i * nrs, (i + 1) * nrs))
+            runs.append(run)
+            continue
         n = int(record.attention_mask[i].sum())
         cols = slice(width - n, width) if _padding_side(target) == "left" else slice(0, n)
         alone = {
@@ -268,6 +287,12 @@ def _permuted_run(target: Any, record: GenerationRecord) -> Rerun:
 
     nrs = record.decoding.num_return_sequences
     order = list(range(record.input_ids.shape[0]))[::-1]
+    if record.encoder_inputs is not None:
+        # A speech or vision batch: reversed only (its encoder inputs have the processor's fixed width or
+        # padding; there are no token columns to add).
+        run = _generate(target, record.model_inputs(order), record.decoding)
+        run.rows = [o * nrs + j for o in order for j in range(nrs)]
+        return run
     ids, mask = record.input_ids[order], record.attention_mask[order]
     extra = EXTRA_PADDING if ids.shape[1] + EXTRA_PADDING <= input_limit(target.tokenizer, target.model).tokens else 0
     pad_id = target.tokenizer.pad_token_id

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .capturing import capture
+from . import _compat
+from .capturing import capture, timestamps_on
 from .decoding import GREEDY, Decoding
 from .errors import UsageError
 from .record import entropy, finished_mask, generated_tokens, log_probs
@@ -29,10 +30,22 @@ class Step:
     top: list[tuple[int, str, float]]  # (id, token, probability)
     text: str = ""  # the chosen token decoded (" polic" where the piece reads 'Ġpolic')
     prefix_text: str = ""  # the prefix decoded, special tokens kept
+    time: float | None = None  # seconds of the latest timestamp token so far (Whisper with timestamps)
 
 
-def explain(target: Any, text: str, *, top_k: int = 5, decoding: Decoding = GREEDY) -> list[Step]:
-    """Generate from ``text`` greedily and describe every step up to the first eos (vectorized per step tensor)."""
+def explain(target: Any, text: Any, *, top_k: int = 5, decoding: Decoding = GREEDY) -> list[Step]:
+    """Generate from ``text`` greedily and describe every step up to the first eos (vectorized per step tensor).
+
+    For a speech or vision target ``text`` is one input it takes (a clip, an image). A model with timestamp
+    tokens (Whisper) generates with timestamps on, and each step carries the time of the latest timestamp
+    so far (tokens against time)."""
+    if getattr(target.conventions, "timestamp_begin", None) is not None:
+        with timestamps_on(target) as stamped:
+            return _explain(stamped, text, top_k, decoding)
+    return _explain(target, text, top_k, decoding)
+
+
+def _explain(target: Any, text: Any, top_k: int, decoding: Decoding) -> list[Step]:
     record = capture(target, [text], decoding, evidence=False)
     lp = log_probs(record.scores[0])  # [steps, V]: row 0 is the only row in greedy search
     p = lp.exp()
@@ -45,9 +58,16 @@ def explain(target: Any, text: str, *, top_k: int = 5, decoding: Decoding = GREE
     tok = target.tokenizer
     ids = record.sequences[0].tolist()
     names = tok.convert_ids_to_tokens(ids)
-    start = record.prompt_length  # the first generated column: after the decoder start, or a decoder-only prompt
+    # The first generated column: after the decoder start, a speech or vision model's whole forced decoder
+    # prompt (Whisper's start, language, task), or a decoder-only model's prompt; the prefix shows all of it.
+    start = record.prompt_length
+    begin = getattr(record.conventions, "timestamp_begin", None)
+    precision = _compat.timestamp_precision(target.model)
+    now: float | None = None
     steps = []
     for t in range(n):  # one line per step for a human: bounded by the generation length
+        if begin is not None and int(tokens[t]) >= begin:
+            now = (int(tokens[t]) - begin) * precision
         steps.append(
             Step(
                 step=t,
@@ -62,6 +82,7 @@ def explain(target: Any, text: str, *, top_k: int = 5, decoding: Decoding = GREE
                 ],
                 text=_decode(tok, [ids[start + t]]),
                 prefix_text=_decode(tok, ids[: start + t]),
+                time=now,
             )
         )
     return steps
@@ -85,8 +106,9 @@ def render(steps: list[Step], *, vocab_size: int | None = None) -> str:
         prefix = f"{s.prefix_text!r}  [{s.prefix}]" if s.prefix_text else s.prefix
         lines.append(f"step {s.step:>3}  prefix: {prefix}")
         shown = f"{s.token!r} = {s.text!r}" if s.text and s.text != s.token else repr(s.token)
+        at = "" if s.time is None else f"  at {s.time:.2f} s"
         lines.append(
-            f"          chose {shown} (id {s.token_id}) log-prob {s.logprob:.4f}  entropy {s.entropy:.3f}{bound}"
+            f"          chose {shown} (id {s.token_id}) log-prob {s.logprob:.4f}  entropy {s.entropy:.3f}{bound}{at}"
         )
         lines.append(f"          top: {top}")
     return "\n".join(lines)

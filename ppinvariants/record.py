@@ -101,6 +101,14 @@ class GenerationRecord:
     # Columns of ``sequences`` before the first generated token: 1 (the decoder start) for an encoder-decoder
     # model, the left-padded prompt's width for a decoder-only model.
     prompt_length: int = 1
+    # "text", "audio" or "image". A speech or vision model's encoder inputs (input_features / input_values /
+    # pixel_values, and attention_mask where its encoder takes one) are in encoder_inputs; its input_ids and
+    # attention_mask are then empty ([batch, 0]) and texts holds a label of each input ("audio 0.50 s").
+    modality: str = "text"
+    encoder_inputs: dict[str, torch.Tensor] | None = field(default=None, repr=False)
+    # Beam search whose generate() returned each step's scores already re-indexed to the returned hypotheses
+    # (Whisper's): one score row per returned row, and beam_indices mapping each row to itself (-1 after its end).
+    scores_per_hypothesis: bool = False
     # Tensors derived from the step tensors, computed once for all invariants: see derived().
     _derived: dict[str, tuple[tuple[Any, ...], tuple[int, ...], torch.Tensor]] = field(
         default_factory=dict, repr=False, compare=False
@@ -127,6 +135,31 @@ class GenerationRecord:
         self._derived.clear()
 
     # -- shape facts -------------------------------------------------------------------------
+    @property
+    def batch_size(self) -> int:
+        """Number of inputs."""
+        return int(self.input_ids.shape[0])
+
+    def model_inputs(self, rows: list[int] | slice | None = None, repeat: int = 1) -> dict[str, torch.Tensor]:
+        """The encoder inputs generate() was given (``input_ids`` and ``attention_mask`` for text, the
+        processor's tensors otherwise), optionally for some ``rows`` only, each repeated ``repeat`` times."""
+        batch = (
+            dict(self.encoder_inputs)
+            if self.encoder_inputs is not None
+            else {"input_ids": self.input_ids, "attention_mask": self.attention_mask}
+        )
+        if rows is not None:
+            batch = {k: v[rows] for k, v in batch.items()}
+        if repeat > 1:
+            batch = {k: v.repeat_interleave(repeat, dim=0) for k, v in batch.items()}
+        return batch
+
+    @property
+    def beams_per_input(self) -> int:
+        """Score rows per input in beam search: ``num_beams``, or ``num_return_sequences`` where the scores
+        came back one row per returned hypothesis (:attr:`scores_per_hypothesis`)."""
+        return self.decoding.num_return_sequences if self.scores_per_hypothesis else self.decoding.num_beams
+
     @property
     def steps(self) -> int:
         return int(self.sequences.shape[1]) - self.prompt_length
@@ -224,6 +257,12 @@ def prompt_rows(record: GenerationRecord, rows: int) -> torch.Tensor:
     if record.decoder_only:
         batch = int(record.input_ids.shape[0])
         return record.input_ids[:, : record.prompt_length].repeat_interleave(max(1, rows // batch), dim=0)[:rows]
+    if record.prompt_length > 1 and record.sequences.shape[0] > 0:
+        # A forced decoder prompt (Whisper's): as generate() put it in the returned rows of the same input.
+        batch = record.batch_size
+        per_row = max(1, rows // max(1, batch))
+        returned = [min(int(r) // per_row, batch - 1) * record.rows_per_input for r in range(rows)]
+        return record.sequences[returned, : record.prompt_length].clone()
     start = record.conventions.decoder_start_token_id or 0
     return torch.full((rows, record.prompt_length), int(start), dtype=record.sequences.dtype)
 

@@ -48,8 +48,13 @@ def teacher_forced_logits(
     *,
     prompt_length: int = 1,
     position_ids: bool = True,
+    encoder_inputs: dict[str, torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Raw logits ``[rows, steps, V]`` of a full forward pass (no cache) over ``sequences``.
+
+    ``encoder_inputs`` (a speech or vision model's ``input_features`` / ``input_values`` / ``pixel_values``,
+    with ``attention_mask`` where its encoder takes one, one row per sequence) replace ``input_ids`` and
+    ``attention_mask`` as the encoder's inputs; ``prompt_length`` is then the forced decoder prompt's length.
 
     Encoder-decoder: ``sequences`` start with the decoder start token, as ``generate()`` returns them,
     and ``input_ids``/``attention_mask`` are the encoder's inputs. Decoder-only: ``sequences`` echo the
@@ -69,6 +74,13 @@ def teacher_forced_logits(
             extra["position_ids"] = positions_from_mask(full_mask)
         out = model(input_ids=sequences.to(device), attention_mask=full_mask, use_cache=False, **extra)
         return out.logits[:, prompt_length - 1 : -1]
+    if encoder_inputs is not None:
+        out = model(
+            **{k: v.to(device) for k, v in encoder_inputs.items()},
+            decoder_input_ids=sequences[:, :-1].to(device),
+            use_cache=False,
+        )
+        return out.logits[:, prompt_length - 1 :]
     out = model(
         input_ids=input_ids.to(device),
         attention_mask=attention_mask.to(device),
@@ -136,6 +148,22 @@ def sequence_logprobs(
 
     if reduction not in ("sum", "none"):
         raise ValueError(f"reduction must be 'sum' or 'none', not {reduction!r}")
+    if isinstance(source, GenerationRecord) and source.encoder_inputs is not None:
+        # A speech or vision record: its encoder inputs, and its forced decoder prompt's length.
+        eos = tuple(int(e) for e in (eos_token_ids or source.conventions.eos_token_ids))
+        per_input = max(1, int(source.sequences.shape[0]) // source.batch_size)
+        logits = teacher_forced_logits(
+            model,
+            source.input_ids,
+            source.attention_mask,
+            source.sequences,
+            prompt_length=source.prompt_length,
+            encoder_inputs=source.model_inputs(repeat=per_input),
+        )
+        chosen = token_logprobs(logits, source.sequences, source.prompt_length)
+        live = generation_mask(source.sequences, eos, source.prompt_length).to(chosen.device).bool()
+        per_token = torch.where(live, chosen, torch.zeros_like(chosen))
+        return per_token if reduction == "none" else per_token.sum(dim=1)
     if isinstance(source, GenerationRecord):
         input_ids, attention_mask, sequences = source.input_ids, source.attention_mask, source.sequences
         eos_token_ids = eos_token_ids or source.conventions.eos_token_ids

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import replace
 from typing import Any
 
 from . import progress as _progress
-from .capturing import capture
+from .capturing import capture, inputs_for, timestamps_on
 from .decoding import DEFAULT_DECODINGS, DEFAULT_TEXTS, Decoding, for_decoder_only, resolve
 from .errors import PPIError
 from .invariants import Invariant
@@ -48,11 +48,13 @@ def check_loaded(
     conventions["describe"] = target.conventions.describe()
     tr = TargetReport(target=target.spec, conventions=conventions)
     invs = list(invariants) if invariants is not None else None
+    texts = inputs_for(target, texts)  # a speech or vision model's default inputs are clips or images
     truncated: set[int] = set()
     no_transformers_reading: list[str] = []
     streamed: list[str] = []
     warned: dict[str, dict[str, int]] = {}  # transformers' warning -> decoding -> count
-    for decoding in decodings:
+    main = target
+    for target, decoding in _plan(main, decodings):
         if getattr(target.conventions, "decoder_only", False):
             decoding = for_decoder_only(decoding)
         # The checkpoint's generation config merged in: what ran, for streaming's size and the report.
@@ -94,6 +96,7 @@ def check_loaded(
             streamed.append(decoding.name)
             results = [_streaming_reason(r) for r in results]
         tr.results.extend(strict_results(results) if strict else results)
+    target = main
     if truncated:
         limit = input_limit(target.tokenizer, target.model)
         tr.notes.append(
@@ -133,6 +136,22 @@ def library_warning_notes(warned: dict[str, dict[str, int]]) -> list[str]:
             f"and some of its warnings are printed once per process): {message!r}"
         )
     return notes
+
+
+#: The decoding added for a model that predicts timestamps (Whisper): greedy search, timestamps on.
+TIMESTAMPS = Decoding("timestamps", num_beams=1, do_sample=False, min_length=6, max_new_tokens=24)
+
+
+def _plan(target: Target, decodings: Iterable[Decoding]) -> Iterator[tuple[Target, Decoding]]:
+    """Each decoding on ``target``, then, for a model with timestamp tokens (Whisper) and the default
+    decodings, :data:`TIMESTAMPS` on the target with timestamps on (:func:`ppinvariants.capturing.timestamps_on`,
+    held while the caller runs it)."""
+    decodings = list(decodings)
+    for decoding in decodings:
+        yield target, decoding
+    if getattr(target.conventions, "timestamp_begin", None) is not None and tuple(decodings) == DEFAULT_DECODINGS:
+        with timestamps_on(target) as stamped:
+            yield stamped, TIMESTAMPS
 
 
 #: Share of the free memory (host RAM; each GPU the model runs on) the step tensors may take before

@@ -207,6 +207,21 @@ def _tokenizer_drops_end_token(target: Target) -> None:
     _rederive(target)
 
 
+def _timestamps_reordered(out: Any, target: Target, _kw: dict[str, Any]) -> None:
+    """With timestamps on (no ``<|notimestamps|>`` in the prompt), each row's timestamp tokens in reverse
+    order: what decoding without the timestamp rules (or a buggy re-assembly of segments) gives."""
+    begin = target.conventions.timestamp_begin
+    if begin is None:
+        return
+    seq = out.sequences
+    start = seq.shape[1] - len(out.scores)
+    if bool((seq[:, :start] == begin - 1).any()):
+        return
+    for row in range(seq.shape[0]):
+        cols = (seq[row, start:] >= begin).nonzero().flatten() + start
+        seq[row, cols] = seq[row, cols.flip(0)]
+
+
 def _rederive(target: Target) -> None:
     from .conventions import derive_conventions
 
@@ -343,7 +358,25 @@ FAULTS: tuple[Fault, ...] = (
         "config",
         _checkpoint_reports({"length_penalty": 2.0}, beam_only=True, length_penalty=1.0),
     ),
+    # Speech: Whisper's forced decoder prompt and its timestamps.
+    Fault(
+        "wrong_language_token",
+        "a transcript forced in another language than requested",
+        "config",
+        _generate_with(language="fr"),
+        arch="whisper",
+    ),
+    Fault(
+        "timestamps_out_of_order",
+        "timestamps that decrease",
+        "post-process",
+        _post_process(_timestamps_reordered),
+        arch="whisper",
+    ),
 ) + (CAUSAL_FAULTS if _compat.checks_decoder_only() else ())
+
+#: Healthy models checked by the self-test besides the default set: speech and vision models.
+HEALTHY_EXTRA: tuple[str, ...] = ("whisper", "vision-encoder-decoder", "speech-encoder-decoder")
 
 
 # ------------------------------------------------------------------------------- running
@@ -454,7 +487,11 @@ def run_selftest(
         results.append(run_fault(fault))
     healthy = []
     if healthy_archs is None:
-        healthy_archs = zoo.ARCHITECTURES + (zoo.CAUSAL_ARCHITECTURES if _compat.checks_decoder_only() else ())
+        healthy_archs = (
+            *zoo.ARCHITECTURES,
+            *(zoo.CAUSAL_ARCHITECTURES if _compat.checks_decoder_only() else ()),
+            *HEALTHY_EXTRA,
+        )
     for arch in healthy_archs:
         if progress:
             progress(f"healthy tiny:{arch}")
@@ -466,4 +503,13 @@ def report_json(report: SelfTestReport) -> str:
     return json.dumps(report.to_dict(), indent=2)
 
 
-__all__ = ["CAUSAL_FAULTS", "FAULTS", "Fault", "FaultResult", "SelfTestReport", "run_fault", "run_selftest"]
+__all__ = [
+    "CAUSAL_FAULTS",
+    "FAULTS",
+    "HEALTHY_EXTRA",
+    "Fault",
+    "FaultResult",
+    "SelfTestReport",
+    "run_fault",
+    "run_selftest",
+]

@@ -77,7 +77,9 @@ def take_snapshot(
 
     if isinstance(target, str):
         target = load_target(target)
-    texts = list(DEFAULT_TEXTS if texts is None else texts)
+    from .capturing import inputs_for  # a speech or vision target's defaults are its clips or images
+
+    texts = inputs_for(target, DEFAULT_TEXTS if texts is None else texts)
     decodings = list(DEFAULT_DECODINGS if decodings is None else decodings)
     _check_names([d.name for d in decodings])
     tokenizer = target.tokenizer
@@ -86,7 +88,7 @@ def take_snapshot(
     for decoding in decodings:
         record = capture(target, texts, decoding, evidence=False)
         if not inputs:
-            for i, text in enumerate(texts):
+            for i, text in enumerate(record.texts):  # a clip or image: its label, and no token ids
                 live = record.input_ids[i][record.attention_mask[i].bool()]
                 inputs.append({"text": text, "input_ids": [int(t) for t in live.tolist()]})
         tokens = generated_tokens(record)
@@ -396,6 +398,10 @@ def compare_snapshot(snapshot: dict[str, Any], target: Target | str, *, atol: fl
         from .targets import load_target
 
         target = load_target(target)
+    if getattr(target, "modality", "text") != "text":
+        # A speech or vision snapshot holds its inputs' labels: it is re-run on the target's default inputs
+        # (generated deterministically), and compared input by input through those labels.
+        texts = None
     new = take_snapshot(target, texts, decodings)
     old_env = {k: str(v) for k, v in snapshot["environment"].items()}
     tol = default_atol(old_env.get("dtype", "float32"), target.dtype_name) if atol is None else float(atol)

@@ -7,7 +7,10 @@
 * :func:`chat_prompts` draws conversations (message lists) rendered with the tokenizer's chat
   template, ending with the prompt for the assistant's turn (decoder-only chat models);
 * :func:`decodings` draws :class:`~ppinvariants.capturing.Decoding` configs that ``generate()``
-  accepts: greedy search, beam search and sampling.
+  accepts: greedy search, beam search and sampling;
+* :func:`audio_batches` draws lists of mono clips (silence, tones, noise, chirps) of different lengths
+  for a speech model's feature extractor, and :func:`image_batches` lists of RGB images of different
+  sizes for a vision model's image processor.
 
 Every value is built valid (nothing is thrown away with ``.filter``), and every draw shrinks
 towards the simplest case: one common word, one text, one user message, greedy search with no
@@ -32,7 +35,7 @@ from .lengths import input_limit
 if TYPE_CHECKING:
     from .decoding import Decoding
 
-__all__ = ["chat_prompts", "decodings", "register_profiles", "text_batches", "texts"]
+__all__ = ["audio_batches", "chat_prompts", "decodings", "image_batches", "register_profiles", "text_batches", "texts"]
 
 #: Plain words every built-in tokenizer encodes to ordinary tokens; the first one is the shrink target.
 WORDS: tuple[str, ...] = (
@@ -460,3 +463,49 @@ def decodings(
         bad_words,
         _ordinary_ids(tokenizer) if bad_words else [],
     )
+
+
+#: Clip kinds of :func:`audio_batches`, the shrink target first.
+AUDIO_KINDS: tuple[str, ...] = ("silence", "tone", "noise", "chirp", "tone+noise")
+
+
+@st.composite
+def _clips(draw: st.DrawFn, sampling_rate: int, max_seconds: float) -> Any:
+    from .signals import clip
+
+    kind = draw(st.sampled_from(AUDIO_KINDS), label="kind")
+    n = draw(st.integers(1, max(1, int(max_seconds * sampling_rate))), label="samples")
+    seed = draw(st.integers(0, 2**16), label="seed")
+    gain = draw(st.sampled_from((1.0, 0.5, 0.01, 2.0)), label="gain")
+    x = clip(kind, n / sampling_rate, sampling_rate, seed=seed)[:n]
+    return (x * gain).clip(-1.0, 1.0).astype("float32")
+
+
+def audio_batches(
+    *, sampling_rate: int = 16000, min_size: int = 1, max_size: int = 4, max_seconds: float = 1.0
+) -> st.SearchStrategy[list[Any]]:
+    """Lists of ``min_size`` to ``max_size`` mono clips: 1-D float32 numpy arrays in [-1, 1] at
+    ``sampling_rate``, 1 sample to ``max_seconds`` long (so padding happens), of silence, a tone, noise, a
+    chirp or a tone in noise, at one of a few gains. Valid by construction; shrinks towards one clip of
+    silence, one sample long."""
+    if min_size < 1 or max_size < min_size:
+        raise InvalidArgument(f"audio_batches: need 1 <= min_size <= max_size, got {min_size}, {max_size}")
+    return st.lists(_clips(sampling_rate, max_seconds), min_size=min_size, max_size=max_size)
+
+
+@st.composite
+def _images(draw: st.DrawFn, max_side: int) -> Any:
+    from .signals import image
+
+    width = draw(st.integers(1, max_side), label="width")
+    height = draw(st.integers(1, max_side), label="height")
+    return image(width, height, seed=draw(st.integers(0, 2**16), label="seed"))
+
+
+def image_batches(*, min_size: int = 1, max_size: int = 4, max_side: int = 96) -> st.SearchStrategy[list[Any]]:
+    """Lists of ``min_size`` to ``max_size`` RGB PIL images, 1 to ``max_side`` pixels a side (a gradient with
+    seeded noise), so that the image processor resizes each differently. Valid by construction; shrinks
+    towards one 1x1 image."""
+    if min_size < 1 or max_size < min_size:
+        raise InvalidArgument(f"image_batches: need 1 <= min_size <= max_size, got {min_size}, {max_size}")
+    return st.lists(_images(max_side), min_size=min_size, max_size=max_size)

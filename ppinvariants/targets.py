@@ -42,7 +42,12 @@ _TOKENIZER_FILES = (
 
 @dataclass
 class Target:
-    """A loaded model + tokenizer pair, ready to generate, with its derived conventions."""
+    """A loaded model + tokenizer pair, ready to generate, with its derived conventions.
+
+    A speech or vision encoder-decoder also has its ``processor`` (feature extractor or image processor plus
+    the tokenizer) and ``modality`` ``"audio"`` or ``"image"``: its inputs are clips or images, encoded by the
+    processor; a text model's modality is ``"text"`` and its processor None.
+    """
 
     spec: str
     model: Any
@@ -51,6 +56,8 @@ class Target:
     device: torch.device
     dtype: torch.dtype
     device_map: dict[str, Any] | None = None  # where accelerate put each module, when loaded with a device_map
+    processor: Any = None  # feature extractor / image processor + tokenizer (speech and vision models)
+    modality: str = "text"  # what the inputs are: "text", "audio" or "image"
 
     def __repr__(self) -> str:  # the default would print the whole model (e.g. in Hypothesis reports)
         return f"Target({self.spec!r}, {type(self.model).__name__}, {self.device}, {self.dtype_name})"
@@ -154,7 +161,9 @@ def load_target(
 
     ``spec`` is one of: ``tiny:<arch>`` (a built-in tiny model), a checkpoint directory,
     ``FILE.py:FUNC`` or ``package.module:FUNC`` (a zero-argument factory returning
-    ``(model, tokenizer)``), or a hub id that is already in the local cache.
+    ``(model, tokenizer)``, or ``(model, tokenizer, processor)`` for a speech or vision model), or a hub id
+    that is already in the local cache. A speech or vision encoder-decoder checkpoint (Whisper, Speech2Text,
+    ``SpeechEncoderDecoderModel``, ``VisionEncoderDecoderModel``) loads with its processor (``AutoProcessor``).
 
     ``device_map`` (``auto``, ``balanced``, ``balanced_low_0``, ``sequential``, or a dict / JSON object
     of module name to device, ``"disk"`` included) loads the checkpoint sharded through
@@ -178,25 +187,25 @@ def load_target(
                 raise TargetError(f"unknown tiny model {arch!r}; built-in: {', '.join(zoo.ALL_ARCHITECTURES)}")
             if not _tiny_is_built(zoo, arch):
                 say(f"building {spec} (first run, cached afterwards in {zoo.cache_root()})")
-            model, tokenizer = _load_checkpoint(
+            model, tokenizer, processor = _load_checkpoint(
                 zoo.tiny_checkpoint(arch), dt, trust_remote_code, allow_pickle, placement
             )
         elif Path(spec).is_dir():
-            model, tokenizer = _load_checkpoint(Path(spec), dt, trust_remote_code, allow_pickle, placement)
+            model, tokenizer, processor = _load_checkpoint(Path(spec), dt, trust_remote_code, allow_pickle, placement)
         elif _looks_like_factory(spec):
             if placement:
                 raise UsageError(
                     f"{spec}: a device map applies to checkpoint directories, tiny:<arch> and cached hub ids; "
                     "a factory loads its own model (pass device_map to from_pretrained there)"
                 )
-            model, tokenizer = _load_factory(spec)
+            model, tokenizer, processor = _load_factory(spec)
         elif Path(spec).exists():
             raise TargetError(f"{spec}: is a file, not a checkpoint directory (or FILE.py:FUNC factory)")
         elif _looks_like_path(spec):
             raise TargetError(f"{spec}: no such checkpoint directory")
         else:
-            model, tokenizer = _load_cached_hub_id(spec, dt, trust_remote_code, allow_pickle, placement)
-        return _finish(spec, model, tokenizer, dev, dt)
+            model, tokenizer, processor = _load_cached_hub_id(spec, dt, trust_remote_code, allow_pickle, placement)
+        return _finish(spec, model, tokenizer, dev, dt, processor)
 
 
 def _looks_like_path(spec: str) -> bool:
@@ -216,8 +225,16 @@ def _tiny_is_built(zoo: Any, arch: str) -> bool:
         return True
 
 
-def _finish(spec: str, model: Any, tokenizer: Any, dev: torch.device, dt: torch.dtype) -> Target:
+def _finish(spec: str, model: Any, tokenizer: Any, dev: torch.device, dt: torch.dtype, processor: Any = None) -> Target:
     config = getattr(model, "config", None)
+    modality = _compat.seq2seq_modality(config) if config is not None else None
+    if modality is not None and processor is None:
+        raise TargetError(
+            f"{spec}: a {getattr(config, 'model_type', '?')} model takes {modality} inputs: it needs its processor "
+            "(preprocessor_config.json next to the checkpoint, or a factory returning (model, tokenizer, processor))"
+        )
+    if modality is None and processor is not None and getattr(config, "is_encoder_decoder", False):
+        processor = None  # a text model's processor is its tokenizer: texts go through the tokenizer as before
     if not getattr(config, "is_encoder_decoder", False) and not _compat.checks_decoder_only():
         raise TargetError(
             f"{spec}: decoder-only models are checked with transformers 5 only for now (this is "
@@ -247,7 +264,7 @@ def _finish(spec: str, model: Any, tokenizer: Any, dev: torch.device, dt: torch.
             tokenizer.pad_token = tokenizer.eos_token
         else:
             tokenizer.pad_token = tokenizer.convert_ids_to_tokens(conventions.eos_token_ids[0])
-    conventions = derive_conventions(model, tokenizer)
+    conventions = derive_conventions(model, tokenizer, modality=modality or "text", processor=processor)
     if pad_from_eos:
         conventions = dataclasses.replace(conventions, pad_from_eos=True)
     return Target(
@@ -258,6 +275,8 @@ def _finish(spec: str, model: Any, tokenizer: Any, dev: torch.device, dt: torch.
         device=dev,
         dtype=dt,
         device_map=device_map,
+        processor=processor,
+        modality=modality or "text",
     )
 
 
@@ -303,7 +322,9 @@ def _read_config(path: Path) -> dict[str, Any]:
 
 def _load_checkpoint(
     path: Path, dt: torch.dtype, trust_remote_code: bool, allow_pickle: bool, placement: dict[str, Any] | None = None
-) -> tuple[Any, Any]:
+) -> tuple[Any, Any, Any]:
+    """``(model, tokenizer, processor)`` of a checkpoint directory; the processor is None but for a speech or
+    vision encoder-decoder."""
     import transformers
 
     raw = _read_config(path)
@@ -316,7 +337,10 @@ def _load_checkpoint(
     except Exception as e:  # noqa: BLE001 - any failure here is a bad checkpoint, reported in one line
         raise TargetError(f"{path}: cannot read config.json: {_one_line(e)}") from None
     cls: Any
-    if not getattr(config, "is_encoder_decoder", False):
+    modality = _compat.seq2seq_modality(config)
+    if modality is not None:
+        cls = _compat.speech_vision_model_class(config)
+    elif not getattr(config, "is_encoder_decoder", False):
         if not _compat.is_causal_lm_type(config.model_type) and not trust_remote_code:
             raise TargetError(
                 f"{path}: model_type {config.model_type!r} is neither an encoder-decoder model "
@@ -349,6 +373,9 @@ def _load_checkpoint(
         )
     except Exception as e:  # noqa: BLE001
         raise TargetError(f"{path}: cannot load the model: {_one_line(e)}") from None
+    processor = None
+    if modality is not None:
+        processor = _load_processor(path, trust_remote_code, modality)
     if not names & set(_TOKENIZER_FILES):
         # transformers 5 silently builds an empty tokenizer from nothing: refuse instead.
         raise TargetError(f"{path}: missing tokenizer files (none of {', '.join(_TOKENIZER_FILES)})")
@@ -366,10 +393,35 @@ def _load_checkpoint(
             f"{path}: the tokenizer knows {len(tokenizer)} tokens but the model has {width} outputs "
             "(tokenizer files missing or from another model)"
         )
-    return model, tokenizer
+    if processor is not None:
+        processor.tokenizer = tokenizer  # one tokenizer object: the one the conventions read
+    return model, tokenizer, processor
 
 
-def _load_factory(spec: str) -> tuple[Any, Any]:
+#: What a speech or vision processor needs next to the checkpoint.
+_PROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json")
+
+
+def _load_processor(path: Path, trust_remote_code: bool, modality: str) -> Any:
+    """The checkpoint's ``AutoProcessor`` (feature extractor or image processor, plus tokenizer)."""
+    import transformers
+
+    if not {p.name for p in path.iterdir()} & set(_PROCESSOR_FILES):
+        raise TargetError(
+            f"{path}: a speech or vision model needs its processor saved next to it "
+            f"(none of {', '.join(_PROCESSOR_FILES)}: processor.save_pretrained(DIR))"
+        )
+    try:
+        processor = transformers.AutoProcessor.from_pretrained(str(path), trust_remote_code=trust_remote_code)
+    except Exception as e:  # noqa: BLE001
+        raise TargetError(f"{path}: cannot load the processor: {_one_line(e)}") from None
+    part = "feature_extractor" if modality == "audio" else "image_processor"
+    if getattr(processor, part, None) is None:
+        raise TargetError(f"{path}: the processor has no {part.replace('_', ' ')} for {modality} inputs")
+    return processor
+
+
+def _load_factory(spec: str) -> tuple[Any, Any, Any]:
     left, func = spec.rsplit(":", 1)
     try:
         if left.endswith(".py"):
@@ -398,20 +450,26 @@ def _load_factory(spec: str) -> tuple[Any, Any]:
         result = factory()
     except Exception as e:  # noqa: BLE001
         raise TargetError(f"{spec}: the factory raised {type(e).__name__}: {_one_line(e)}") from None
-    if not (isinstance(result, tuple) and len(result) == 2):
-        raise TargetError(f"{spec}: the factory must return (model, tokenizer), got {type(result).__name__}")
-    model, tokenizer = result
+    if not (isinstance(result, tuple) and len(result) in (2, 3)):
+        raise TargetError(
+            f"{spec}: the factory must return (model, tokenizer) or (model, tokenizer, processor), "
+            f"got {type(result).__name__}"
+        )
+    model, tokenizer = result[:2]
+    processor = result[2] if len(result) == 3 else None
     if not hasattr(model, "config") or not callable(tokenizer):
         raise TargetError(
             f"{spec}: the factory must return (model, tokenizer), got ({type(model).__name__}, "
             f"{type(tokenizer).__name__})"
         )
-    return model, tokenizer
+    if processor is not None and getattr(processor, "tokenizer", None) is None:
+        raise TargetError(f"{spec}: the factory's processor ({type(processor).__name__}) has no tokenizer")
+    return model, tokenizer, processor
 
 
 def _load_cached_hub_id(
     spec: str, dt: torch.dtype, trust_remote_code: bool, allow_pickle: bool, placement: dict[str, Any] | None = None
-) -> tuple[Any, Any]:
+) -> tuple[Any, Any, Any]:
     try:
         from huggingface_hub import snapshot_download
 

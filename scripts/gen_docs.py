@@ -89,6 +89,10 @@ def _bad_input_cases(tmp: Path) -> list[tuple[str, list[str]]]:
     no_tok.mkdir()
     for f in ("config.json", "generation_config.json", "model.safetensors"):
         shutil.copy(bart / f, no_tok / f)
+    no_processor = tmp / "whisper-no-processor"
+    shutil.copytree(tiny_checkpoint("whisper"), no_processor)
+    for f in ("processor_config.json", "preprocessor_config.json"):
+        (no_processor / f).unlink(missing_ok=True)
     pickled = tmp / "pickle-only"
     shutil.copytree(bart, pickled)
     import torch
@@ -108,7 +112,7 @@ def _bad_input_cases(tmp: Path) -> list[tuple[str, list[str]]]:
         ("directory without `config.json`", ["check", folder("empty"), *quiet]),
         ("corrupt `config.json`", ["check", folder("corrupt", "{not json"), *quiet]),
         ("checkpoint without weights", ["check", folder("gpt2", '{"model_type": "gpt2"}'), *quiet]),
-        ("non-text model (Whisper ...)", ["check", folder("whisper", '{"model_type": "whisper"}'), *quiet]),
+        ("speech model saved without its processor", ["check", str(no_processor), *quiet]),
         ("missing tokenizer files", ["check", str(no_tok), *quiet]),
         ("pickle-only checkpoint", ["check", str(pickled), *quiet]),
         ("checkpoint with its own code (`auto_map`)", ["check", str(remote), *quiet]),

@@ -99,7 +99,7 @@ def test_an_unexplained_neg_inf_is_caught_end_to_end(capsys) -> None:
 
 def test_a_healthy_factory_passes(capsys) -> None:
     code, out, err = run(capsys, f"{FACTORIES}:healthy", "-q")
-    assert code == 0 and out.strip() == f"{FACTORIES}:healthy: PASS (5 of 120 left to --thorough)"
+    assert code == 0 and out.strip() == f"{FACTORIES}:healthy: PASS (5 of 128 left to --thorough)"
     assert err == ""  # --quiet: no progress lines either
 
 
@@ -161,7 +161,7 @@ def test_a_saved_causal_lm_directory_is_checked(capsys, tmp_path: Path) -> None:
     shutil.copytree(tiny_checkpoint("gpt2"), d)
     code, out, err = run(capsys, str(d), "-q")
     assert code == 0, out + err
-    assert out.strip() == f"{d}: PASS (5 of 120 left to --thorough)"
+    assert out.strip() == f"{d}: PASS (5 of 128 left to --thorough)"
 
 
 def test_decoder_only_factory(capsys) -> None:
@@ -171,12 +171,16 @@ def test_decoder_only_factory(capsys) -> None:
 
 
 def test_non_text_model(capsys, tmp_path: Path) -> None:
-    from transformers import WhisperConfig
+    from transformers import ViTConfig, WhisperConfig
 
-    d = tmp_path / "whisper"
+    d = tmp_path / "whisper"  # a speech model is checked now: without weights, that is the one line
     WhisperConfig(d_model=16, encoder_layers=1, decoder_layers=1).save_pretrained(d)
     code, _, err = run(capsys, str(d))
-    assert_one_clear_line(code, err, "not a text-to-text model")
+    assert_one_clear_line(code, err, "no weights found")
+    d = tmp_path / "vit"  # an image classifier generates nothing
+    ViTConfig(hidden_size=16, num_hidden_layers=1).save_pretrained(d)
+    code, _, err = run(capsys, str(d))
+    assert_one_clear_line(code, err, "neither an encoder-decoder model")
 
 
 def test_missing_tokenizer_files(capsys, tmp_path: Path) -> None:
@@ -318,7 +322,7 @@ def test_streaming_says_what_it_did_not_judge_and_strict_fails_it(capsys) -> Non
     code, out, _ = run(capsys, "tiny:bart", "--streaming")
     assert code == 0
     head = next(line for line in out.splitlines() if line.startswith("tiny:bart: "))
-    assert re.fullmatch(r"tiny:bart: PASS \(\d+ of 120 not judged: streaming mode\)", head)
+    assert re.fullmatch(r"tiny:bart: PASS \(\d+ of 128 not judged: streaming mode\)", head)
     assert "note: streaming mode (greedy, beam, sample, checkpoint): the step scores were not kept" in out
     code, out, _ = run(capsys, "tiny:bart", "--streaming", "--strict", "-q")
     assert code == 1
@@ -329,7 +333,7 @@ def test_strict_passes_where_every_applicable_check_was_judged(capsys, tmp_path:
     code, out, _ = run(capsys, "tiny:t5", "--strict", "-q", "--json", str(tmp_path / "r.json"))
     assert code == 0, out
     [target] = json.loads((tmp_path / "r.json").read_text())["targets"]
-    assert target["not_judged"] == 0 and target["summary"] == "PASS (5 of 120 left to --thorough)"
+    assert target["not_judged"] == 0 and target["summary"] == "PASS (5 of 128 left to --thorough)"
     kinds = {r["skip_kind"] for r in target["results"] if r["status"] == "skip"}
     assert kinds == {"not_applicable", "thorough_only"}
 

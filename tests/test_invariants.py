@@ -204,6 +204,7 @@ def test_every_invariant_has_a_firing_test() -> None:
     from test_decoder_only import FIRING_TESTED as DECODER_ONLY_FIRING
     from test_invariants_deeper import FIRING_TESTED
     from test_processors import FIRING_TESTED as PROCESSORS_FIRING
+    from test_speech_vision import FIRING_TESTED as SPEECH_VISION_FIRING
 
     covered = (
         {b[0] for b in BREAKS}
@@ -211,6 +212,7 @@ def test_every_invariant_has_a_firing_test() -> None:
         | FIRING_TESTED
         | PROCESSORS_FIRING
         | DECODER_ONLY_FIRING
+        | SPEECH_VISION_FIRING
     )
     assert covered == set(REGISTRY), set(REGISTRY) ^ covered
 

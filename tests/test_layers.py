@@ -33,12 +33,15 @@ LAYERS: dict[str, int] = {
     "ppinvariants.processing": 2,
     # what one generate() produced; the tiny model zoo (its calibration reads records' first-eos mask)
     "ppinvariants.texts": 0,
+    "ppinvariants.signals": 0,
     "ppinvariants.lineage": 0,
     "ppinvariants.masks": 0,
     "ppinvariants.record": 3,
     # the tiny model zoo: imports only the bottom layer (texts, masks, conventions, _compat)
     "ppinvariants.zoo.recipes": 1,
     "ppinvariants.zoo.tokenizers": 2,  # trains on the recipes' corpus
+    "ppinvariants.zoo.speech": 2.5,  # builds Whisper (the build passes its weight init in)
+    "ppinvariants.zoo.vision": 2.75,  # builds a VisionEncoderDecoder (likewise)
     "ppinvariants.zoo.build": 3,
     "ppinvariants.zoo": 4,
     # teacher-forced rescoring; loading targets (the zoo's included)

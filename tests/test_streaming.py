@@ -59,6 +59,9 @@ NOT_APPLICABLE = {
     "shifted_step_scores",
     "beam_scores_inconsistent",
     "nondeterministic",
+    # Speech faults: this module's inputs are texts (Whisper in streaming mode: tests/test_speech_vision.py).
+    "wrong_language_token",
+    "timestamps_out_of_order",
 }
 
 

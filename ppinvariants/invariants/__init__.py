@@ -8,7 +8,18 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from . import beam, consistency, logprobs, processors, sampling, scores, shapes, special_tokens, vocabulary  # noqa: F401 - registers the checks
+from . import (  # noqa: F401 - registers the checks
+    beam,
+    consistency,
+    logprobs,
+    processors,
+    sampling,
+    scores,
+    shapes,
+    special_tokens,
+    timestamps,
+    vocabulary,
+)
 from ._base import REGISTRY, Invariant
 
 #: Families in reading order: from the shape of the output to re-runs of the model.

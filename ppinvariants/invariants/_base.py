@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..errors import NotApplicable
 from ..record import GenerationRecord
 from ..report import Violation
 
@@ -103,7 +104,7 @@ def beam_row_context(record: GenerationRecord, beam_row: int, step: int, k: int 
     (beam rows are not returned sequences, so there are no tokens around the step to show)."""
     from ..record import NOT_KEPT, log_probs
 
-    nb = record.decoding.num_beams
+    nb = record.beams_per_input
     head = f"beam {beam_row % nb} of {nb} for input #{beam_row // nb} at step {step}"
     scores = record.scores
     if scores is None or scores is NOT_KEPT or beam_row >= scores.shape[0] or step >= scores.shape[1]:
@@ -157,7 +158,7 @@ def make(
         if on_input:
             src = row
         elif beam_row:
-            src = row // record.decoding.num_beams
+            src = row // record.beams_per_input
         else:
             src = record.input_of_row(row)
         text = record.texts[src] if src < len(record.texts) else "?"
@@ -212,3 +213,14 @@ def merge(*parts: list[Violation]) -> Violations:
         out.total += getattr(p, "total", len(p))
         out.extend(p[: max(0, MAX_KEPT - len(out))])
     return out
+
+
+def require_text_inputs(record: GenerationRecord, what: str) -> None:
+    """Raise :class:`NotApplicable` naming the model and its inputs where they are not token ids (a speech
+    or vision model): ``whisper takes audio inputs (input_features), not token ids: <what>``."""
+    if record.modality == "text":
+        return
+    keys = ", ".join(k for k in (record.encoder_inputs or {}) if k != "attention_mask") or "no token ids"
+    raise NotApplicable(
+        f"{record.model_type or 'the model'} takes {record.modality} inputs ({keys}), not token ids: {what}"
+    )

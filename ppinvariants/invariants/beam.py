@@ -130,7 +130,7 @@ def beam_outputs_are_well_formed(record: GenerationRecord) -> list[Violation]:
     """
     name = "beam_outputs_are_well_formed"
     _require_beam(record)
-    nb = int(setting(record, "num_beams"))
+    nb = int(setting(record, "num_beams")) if not record.scores_per_hypothesis else record.beams_per_input
     nrs = int(setting(record, "num_return_sequences"))
     batch = int(record.input_ids.shape[0])
     tokens = generated_tokens(record)

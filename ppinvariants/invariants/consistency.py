@@ -65,6 +65,11 @@ def _reports_rerun_failures(check):  # noqa: ANN001, ANN202
 def _raw_logits_per_row(record: GenerationRecord) -> torch.Tensor:
     """Generation-time raw logits re-indexed to returned rows, ``[rows, steps, V]``."""
     if record.logits is None:
+        if record.scores_per_hypothesis:
+            raise NotJudged(
+                "the model's generate() returns under beam search the raw logits of the first beam rows, "
+                "not of each returned hypothesis"
+            )
         raise NotJudged("this transformers version returns no raw logits")
     rows = score_rows(record).clamp(min=0)
     steps = torch.arange(record.steps).expand_as(rows)
@@ -240,7 +245,19 @@ def _compare_rerun(  # noqa: ANN001
     return from_positions(torch.tensor(list(first.values())).reshape(-1, 2), build)
 
 
-@invariant("consistency")
+def _unpadded_note(record: GenerationRecord) -> str | None:
+    """For a speech or vision batch: which part of the property was judged (the batch reversed, its padding
+    as the processor made it), and whether the encoder takes an attention mask."""
+    if record.modality == "text":
+        return None
+    mask = "with" if record.encoder_inputs and "attention_mask" in record.encoder_inputs else "without"
+    return (
+        f"{record.modality} inputs ({record.model_type}, {mask} an attention mask): judged on the batch reversed; "
+        "its inputs are not padded wider than the processor padded them"
+    )
+
+
+@invariant("consistency", note=_unpadded_note)
 @_reports_rerun_failures
 def batch_and_padding_invariance(record: GenerationRecord) -> list[Violation]:
     """Each input gives the same tokens in the batch reversed and padded wider (and, thorough, alone).
@@ -250,7 +267,8 @@ def batch_and_padding_invariance(record: GenerationRecord) -> list[Violation]:
     (encoder, cross-attention, position ids). The reversed batch gets
     :data:`ppinvariants.evidence.EXTRA_PADDING` more padding columns, so every row (the unpadded
     longest input too) is padded differently there; thorough evidence also generates each input
-    alone, without padding. Sampling is exempt: its random draws depend on the
+    alone, without padding. A speech or vision batch is reversed only (its padding is the processor's;
+    the result's note says so). Sampling is exempt: its random draws depend on the
     batch layout. A first divergence between two tokens whose log-probs are within the dtype's
     tolerance is a tie at that precision (padding changes the kernels' rounding), not a violation.
     """

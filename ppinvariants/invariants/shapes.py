@@ -32,7 +32,7 @@ def scores_match_generation_shape(record: GenerationRecord) -> list[Violation]:
                 found=int(record.sequences.shape[0]),
             )
         )
-    score_rows = batch * (d.num_beams if record.is_beam else d.num_return_sequences)
+    score_rows = batch * (record.beams_per_input if record.is_beam else d.num_return_sequences)
     want = (score_rows, record.steps, record.output_width)
     for label, tensor in (("scores", record.scores), ("logits", record.logits)):
         if tensor is None or tensor is NOT_KEPT:  # streaming mode: no step tensors to measure

@@ -7,7 +7,7 @@ import torch
 from ..errors import NotApplicable
 from ..record import GenerationRecord, finished_mask, generated_tokens, prompt_rows
 from ..report import Violation
-from ._base import from_positions, invariant, make, merge
+from ._base import from_positions, invariant, make, merge, require_text_inputs
 
 
 @invariant("special_tokens")
@@ -19,6 +19,7 @@ def inputs_follow_tokenizer_convention(record: GenerationRecord) -> list[Violati
     attended span, feeds the encoder something the model was never trained on.
     """
     name = "inputs_follow_tokenizer_convention"
+    require_text_inputs(record, "no tokenizer wrapping to check")
     c = record.conventions
     ids, mask = record.input_ids, record.attention_mask.bool()
     n, width = ids.shape
@@ -209,6 +210,7 @@ def tokenizer_ends_inputs_with_eos(record: GenerationRecord) -> list[Violation]:
     name = "tokenizer_ends_inputs_with_eos"
     if record.decoder_only:
         raise NotApplicable("decoder-only model: a prompt is continued, not closed by eos")
+    require_text_inputs(record, "no tokenized input to close with eos")
     c = record.conventions
     if set(c.input_suffix) & set(c.eos_token_ids):
         return []

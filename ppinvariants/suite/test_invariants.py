@@ -25,14 +25,14 @@ from hypothesis import HealthCheck, Phase, given, note, settings
 from hypothesis import strategies as st
 
 from ppinvariants._compat import quiet_transformers
-from ppinvariants.capturing import capture
+from ppinvariants.capturing import capture, inputs_for
 from ppinvariants.decoding import DEFAULT_DECODINGS, DEFAULT_TEXTS, GREEDY, Decoding
 from ppinvariants.invariants import ALL, Invariant
 from ppinvariants.judge import run_invariants
 from ppinvariants.plugin import assert_invariants, render_failures, strict_enabled
 from ppinvariants.record import GenerationRecord
 from ppinvariants.report import strict_results
-from ppinvariants.strategies import text_batches
+from ppinvariants.strategies import audio_batches, image_batches, text_batches
 from ppinvariants.targets import Target
 from ppinvariants.zoo import ARCHITECTURES
 
@@ -68,7 +68,7 @@ def _record(target: Target, decoding: Decoding, depth: str) -> GenerationRecord:
     if key not in _RECORDS:
         try:
             with quiet_transformers():
-                _RECORDS[key] = capture(target, list(SUITE_TEXTS), decoding, evidence=depth)
+                _RECORDS[key] = capture(target, inputs_for(target, SUITE_TEXTS), decoding, evidence=depth)
         except Exception as e:  # noqa: BLE001 - reported by every test of this (target, decoding)
             _RECORDS[key] = e
     found = _RECORDS[key]
@@ -98,8 +98,19 @@ def test_invariant(
         pytest.fail(render_failures([result]), pytrace=False)
 
 
+def _drawn_inputs(target: Target) -> Any:
+    """Batches of the inputs ``target`` takes: texts, clips at its sampling rate, or images."""
+    if target.modality == "audio":
+        rate = int(getattr(target.processor.feature_extractor, "sampling_rate", 16000))
+        return audio_batches(sampling_rate=rate, max_size=4)
+    if target.modality == "image":
+        return image_batches(max_size=4)
+    return text_batches(tokenizer=target.tokenizer, model=target.model, max_size=4)
+
+
 def test_invariants_hold_on_drawn_texts(ppi_target: Target, pytestconfig: pytest.Config) -> None:
-    """Every invariant holds (or is a known upstream issue) on drawn batches under greedy search."""
+    """Every invariant holds (or is a known upstream issue) on drawn batches under greedy search (texts, or
+    clips / images for a speech / vision model)."""
 
     # An inner test, so that a falsifying example prints the drawn texts, not the whole model.
     @settings(
@@ -112,9 +123,7 @@ def test_invariants_hold_on_drawn_texts(ppi_target: Target, pytestconfig: pytest
     )
     @given(data=st.data())
     def drawn_texts(data: Any) -> None:
-        texts = data.draw(
-            text_batches(tokenizer=ppi_target.tokenizer, model=ppi_target.model, max_size=4), label="texts"
-        )
+        texts = data.draw(_drawn_inputs(ppi_target), label="texts" if ppi_target.modality == "text" else "inputs")
         note(f"target={ppi_target.spec} decoding={GREEDY.to_dict()}")
         with quiet_transformers():
             record = capture(ppi_target, texts, GREEDY, evidence=_evidence_depth(pytestconfig))

@@ -312,6 +312,27 @@ def _build(recipe: Recipe, out: Path) -> None:
     import torch
     import transformers
 
+    if recipe.model_class == "WhisperForConditionalGeneration":
+        from .speech import build_whisper, whisper_recipe_json
+
+        stats = build_whisper(recipe, out, _scale_init, _least_squares)
+        (out / "ppinvariants-recipe.json").write_text(whisper_recipe_json(recipe, stats))
+        return
+    if recipe.model_class in ("VisionEncoderDecoderModel", "SpeechEncoderDecoderModel"):
+        from .speech import whisper_recipe_json
+        from .vision import build_speech_encoder_decoder, build_vision_encoder_decoder
+
+        write_tokenizer(recipe, out)
+        tokenizer = transformers.AutoTokenizer.from_pretrained(out)
+        composite = (
+            build_vision_encoder_decoder
+            if recipe.model_class == "VisionEncoderDecoderModel"
+            else build_speech_encoder_decoder
+        )
+        stats = composite(recipe, out, _scale_init, _least_squares, tokenizer)
+        (out / "ppinvariants-recipe.json").write_text(whisper_recipe_json(recipe, stats))
+        return
+
     write_tokenizer(recipe, out)
     say(f"tiny:{recipe.arch}: tokenizer trained; weights next (initialised, eos calibrated)")
     config_cls: Callable[..., Any] = getattr(transformers, recipe.config_class)

@@ -520,6 +520,83 @@ for _arch, (_package, _recipe, _why) in _OPTIONAL.items():
     else:
         UNAVAILABLE[_arch] = _why
 
+#: Speech and vision encoder-decoders (Whisper): built by :mod:`ppinvariants.zoo.speech` with their processor
+#: saved next to them; ``tiny:<arch>`` targets kept out of the default and text sets.
+SPEECH_VISION_RECIPES: dict[str, Recipe] = {
+    # Whisper: 8 mel bins, a 1 s window (100 frames, 50 encoder positions), byte-level BPE with Whisper's
+    # specials and 51 timestamp tokens (<|0.00|> to <|1.00|>).
+    "whisper": Recipe(
+        arch="whisper",
+        tokenizer="whisper",
+        tokenizer_class="WhisperTokenizer",
+        config_class="WhisperConfig",
+        config=dict(
+            d_model=32,
+            encoder_layers=2,
+            decoder_layers=2,
+            encoder_attention_heads=2,
+            decoder_attention_heads=2,
+            encoder_ffn_dim=64,
+            decoder_ffn_dim=64,
+            num_mel_bins=8,
+            max_source_positions=50,
+            max_target_positions=64,
+        ),
+        tokenizer_config=dict(timestamps=51),
+        model_class="WhisperForConditionalGeneration",
+        seed=0,
+        note="1 s window and 8 mel bins (real checkpoints: 30 s, 80 or 128)",
+    ),
+    # VisionEncoderDecoder: a ViT encoder (32x32 images, 8x8 patches) and a GPT-2 decoder with cross-attention,
+    # the zoo's byte-level BPE, a ViT image processor and a TrOCRProcessor.
+    "vision-encoder-decoder": Recipe(
+        arch="vision-encoder-decoder",
+        tokenizer="bytelevel-bpe",
+        tokenizer_class="GPT2Tokenizer",
+        config_class="ViTConfig",
+        config=dict(
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=64,
+            image_size=32,
+            patch_size=8,
+            num_channels=3,
+        ),
+        decoder_config=dict(n_embd=32, n_layer=2, n_head=2, n_positions=128),
+        tokenizer_config=dict(bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>"),
+        special_tokens=("<s>", "<pad>", "</s>", "<unk>"),
+        model_class="VisionEncoderDecoderModel",
+        note="32x32 images in 8x8 patches (real OCR checkpoints: 384x384 in 16x16)",
+    ),
+    # SpeechEncoderDecoder: a wav2vec2 encoder (layer-normed feature encoder, so it takes an attention mask over
+    # padded audio) and a GPT-2 decoder, the zoo's byte-level BPE, a Wav2Vec2FeatureExtractor and processor.
+    "speech-encoder-decoder": Recipe(
+        arch="speech-encoder-decoder",
+        tokenizer="bytelevel-bpe",
+        tokenizer_class="GPT2Tokenizer",
+        config_class="Wav2Vec2Config",
+        config=dict(
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=64,
+            conv_dim=(32,) * 7,
+            feat_extract_norm="layer",
+            do_stable_layer_norm=True,
+            num_conv_pos_embeddings=16,
+            num_conv_pos_embedding_groups=4,
+        ),
+        decoder_config=dict(n_embd=32, n_layer=2, n_head=2, n_positions=128),
+        tokenizer_config=dict(bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>"),
+        special_tokens=("<s>", "<pad>", "</s>", "<unk>"),
+        model_class="SpeechEncoderDecoderModel",
+        note="a 32-wide wav2vec2 (real checkpoints: 768 or 1024)",
+    ),
+}
+SPEECH_VISION_ARCHITECTURES: tuple[str, ...] = tuple(SPEECH_VISION_RECIPES)
+
 #: Every seq2seq architecture of the zoo: the default set plus the further ones (those built here).
 ALL_ARCHITECTURES: tuple[str, ...] = tuple(RECIPES)
 RECIPES.update(CAUSAL_RECIPES)
+RECIPES.update(SPEECH_VISION_RECIPES)

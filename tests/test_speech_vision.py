@@ -1,0 +1,303 @@
+"""Speech and vision encoder-decoders: Whisper end to end (target, inputs, conventions, every invariant, the
+new timestamp and decoder-prompt checks, a saved checkpoint directory, the shipped suite)."""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from _records import tiny_target
+
+from ppinvariants import capture
+from ppinvariants.capturing import default_inputs, encode_inputs, timestamps_on
+from ppinvariants.cli import main
+from ppinvariants.conventions import ANY_LANGUAGE, forced_decoder_prompt
+from ppinvariants.decoding import GREEDY
+from ppinvariants.errors import TargetError, UsageError
+from ppinvariants.judge import run_invariants
+from ppinvariants.record import GenerationRecord
+from ppinvariants.rescoring import sequence_logprobs
+from ppinvariants.runner import TIMESTAMPS, check_loaded
+from ppinvariants.signals import default_audio, default_images
+from ppinvariants.targets import load_target
+from ppinvariants.zoo import ALL_ARCHITECTURES, ARCHITECTURES, SPEECH_VISION_ARCHITECTURES
+
+#: Invariants fired by the tests of this module (tests/test_invariants.py counts them).
+FIRING_TESTED = {"decoder_prompt_as_requested", "timestamps_paired_and_non_decreasing"}
+
+_RECORDS: dict[str, GenerationRecord] = {}
+
+
+def whisper_record(timestamps: bool = False) -> GenerationRecord:
+    """A fresh copy (tests may alter its sequences) of the healthy greedy record of tiny:whisper."""
+    key = "timestamps" if timestamps else "plain"
+    if key not in _RECORDS:
+        target = tiny_target("whisper")
+        if timestamps:
+            with timestamps_on(target) as stamped:
+                _RECORDS[key] = capture(stamped, default_inputs(stamped), TIMESTAMPS)
+        else:
+            _RECORDS[key] = capture(target, default_inputs(target), GREEDY)
+    rec = _RECORDS[key]
+    return dataclasses.replace(rec, sequences=rec.sequences.clone())
+
+
+def _status(rec: GenerationRecord, name: str) -> tuple[str, str]:
+    [result] = [r for r in run_invariants(rec) if r.invariant == name]
+    return result.status, result.reason
+
+
+def test_whisper_stays_out_of_the_text_sets() -> None:
+    assert SPEECH_VISION_ARCHITECTURES == ("whisper", "vision-encoder-decoder", "speech-encoder-decoder")
+    assert not set(SPEECH_VISION_ARCHITECTURES) & (set(ARCHITECTURES) | set(ALL_ARCHITECTURES))
+
+
+def test_default_inputs_are_deterministic_and_varied() -> None:
+    a, b = default_audio(), default_audio()
+    assert all(np.array_equal(x, y) and x.dtype == np.float32 and x.ndim == 1 for x, y in zip(a, b, strict=True))
+    assert len({len(x) for x in a}) >= 4 and any(not x.any() for x in a)  # lengths differ; a silence
+    assert len({im.size for im in default_images()}) == len(default_images())
+
+
+def test_whisper_target_conventions_and_inputs() -> None:
+    target = tiny_target("whisper")
+    assert target.modality == "audio" and target.processor is not None
+    c = target.conventions
+    tok = target.tokenizer.convert_tokens_to_ids
+    assert c.decoder_prompt == tuple(
+        tok(t) for t in ("<|startoftranscript|>", "<|en|>", "<|transcribe|>", "<|notimestamps|>")
+    )
+    assert c.language_token_id == tok("<|en|>") and c.task_token_id == tok("<|transcribe|>")
+    assert c.timestamp_begin == tok("<|0.00|>") and not c.takes_input_mask and c.input_prefix == ()
+    assert "[forced decoder prompt]" in " ".join(c.describe())
+    batch, truncated, labels = encode_inputs(target, default_inputs(target))
+    assert set(batch) == {"input_features"} and truncated == [] and labels[0] == "audio 0.50 s"
+    with timestamps_on(target) as stamped:
+        assert stamped.conventions.decoder_prompt == c.decoder_prompt[:3]
+    assert not getattr(target.model.generation_config, "return_timestamps", False)  # restored
+
+
+def test_forced_prompt_of_a_config_that_detects_the_language() -> None:
+    class Gen:
+        no_timestamps_token_id, lang_to_id, task_to_id = 9, {"<|en|>": 3, "<|fr|>": 4}, {"transcribe": 6}
+        language = None
+
+    assert forced_decoder_prompt(Gen(), 1) == ((1, ANY_LANGUAGE, 6, 9), None, 6, (3, 4), 10)
+    Gen.language = "fr"
+    assert forced_decoder_prompt(Gen(), 1)[0] == (1, 4, 6, 9)
+
+
+def test_texts_for_an_audio_model_are_one_clear_line() -> None:
+    with pytest.raises(UsageError, match="takes audio inputs, not texts"):
+        encode_inputs(tiny_target("whisper"), ["hello"])
+    with pytest.raises(UsageError, match="1-D array"):
+        encode_inputs(tiny_target("whisper"), [np.zeros((2, 3))])
+
+
+@pytest.mark.parametrize("timestamps", [False, True], ids=["plain", "timestamps"])
+def test_healthy_whisper_records_pass_every_invariant(timestamps: bool) -> None:
+    rec = whisper_record(timestamps)
+    bad = [r for r in run_invariants(rec) if r.status in ("fail", "error")]
+    assert not bad, [(r.invariant, r.reason, r.violations[:1]) for r in bad]
+    if timestamps:  # timestamps really appear, inside the text too, and are judged
+        begin = rec.conventions.timestamp_begin
+        inner = (rec.sequences[:, rec.prompt_length + 1 :] >= begin).any(dim=1)
+        assert int(inner.sum()) >= 2
+        assert _status(rec, "timestamps_paired_and_non_decreasing") == ("pass", "")
+    else:
+        status, reason = _status(rec, "timestamps_paired_and_non_decreasing")
+        assert status == "skip" and "no timestamps" in reason
+    status, reason = _status(rec, "inputs_follow_tokenizer_convention")
+    assert status == "skip" and reason.startswith("whisper takes audio inputs (input_features)")
+    status, reason = _status(rec, "batch_and_padding_invariance")
+    assert status == "pass" and "without an attention mask): judged on the batch reversed" in reason
+
+
+def test_decoder_prompt_check_fires_on_another_language() -> None:
+    rec = whisper_record()
+    rec.sequences[2, 1] = tiny_target("whisper").tokenizer.convert_tokens_to_ids("<|fr|>")
+    status, _ = _status(rec, "decoder_prompt_as_requested")
+    [result] = [r for r in run_invariants(rec) if r.invariant == "decoder_prompt_as_requested"]
+    assert status == "fail" and "language token is not the one requested" in result.violations[0].message
+    assert result.violations[0].row == 2
+
+
+def test_timestamp_check_fires_on_decreasing_and_unpaired_timestamps() -> None:
+    rec = whisper_record(timestamps=True)
+    begin, P = rec.conventions.timestamp_begin, rec.prompt_length
+    rec.sequences[0, P] = begin + 5  # <|0.10|> first, then a smaller one later in a row that has one
+    rows = [r for r in range(rec.sequences.shape[0]) if bool((rec.sequences[r, P + 1 :] >= begin).any())]
+    assert rows
+    rec.sequences[rows[0], P] = begin + 50
+    [result] = [r for r in run_invariants(rec) if r.invariant == "timestamps_paired_and_non_decreasing"]
+    assert result.status == "fail" and any("timestamps decrease" in v.message for v in result.violations)
+    rec = whisper_record(timestamps=True)
+    rec.sequences[0, P] = rec.sequences[0, P + 1] if int(rec.sequences[0, P + 1]) < begin else 5
+    [result] = [r for r in run_invariants(rec) if r.invariant == "timestamps_paired_and_non_decreasing"]
+    assert result.status == "fail" and "first generated token is not a timestamp" in result.violations[0].message
+
+
+def test_sequence_logprobs_of_a_whisper_record_match_its_steps() -> None:
+    rec = whisper_record()
+    import torch
+
+    with torch.no_grad():
+        lp = sequence_logprobs(tiny_target("whisper").model, rec)
+    assert lp.shape == (rec.sequences.shape[0],) and bool(torch.isfinite(lp).all())
+
+
+def test_factory_with_a_processor_and_a_model_without_one(tmp_path: Path) -> None:
+    path = tiny_target("whisper").spec and load_target("tiny:whisper")
+    factory = tmp_path / "whisper_factory.py"
+    factory.write_text(
+        "from ppinvariants.targets import load_target\n"
+        "def full():\n    t = load_target('tiny:whisper')\n    return t.model, t.tokenizer, t.processor\n"
+        "def no_processor():\n    t = load_target('tiny:whisper')\n    return t.model, t.tokenizer\n"
+    )
+    target = load_target(f"{factory}:full")
+    assert target.modality == "audio" and target.conventions.decoder_prompt == path.conventions.decoder_prompt
+    with pytest.raises(TargetError, match="needs its processor"):
+        load_target(f"{factory}:no_processor")
+
+
+def _saved_whisper(tmp_path: Path) -> Path:
+    target = load_target("tiny:whisper")
+    out = tmp_path / "whisper-ckpt"
+    target.model.save_pretrained(out)
+    target.processor.save_pretrained(out)
+    return out
+
+
+def test_saved_checkpoint_dir_checks_with_the_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = _saved_whisper(tmp_path)
+    assert main(["check", str(out), "--decoding", "greedy", "-q"]) == 0, capsys.readouterr().out
+    (out / "preprocessor_config.json").unlink(missing_ok=True)
+    (out / "processor_config.json").unlink()
+    with pytest.raises(TargetError, match="needs its processor saved next to it"):
+        load_target(str(out))
+
+
+def test_vision_encoder_decoder_takes_images_and_passes_greedy() -> None:
+    target = tiny_target("vision-encoder-decoder")
+    assert target.modality == "image" and not target.conventions.takes_input_mask
+    batch, _, labels = encode_inputs(target, default_inputs(target))
+    assert set(batch) == {"pixel_values"} and labels[0] == "image 32x32"
+    assert batch["pixel_values"].shape[0] == len(default_images())
+    rec = capture(target, default_inputs(target), GREEDY)
+    bad = [r for r in run_invariants(rec) if r.status in ("fail", "error")]
+    assert not bad, [(r.invariant, r.reason) for r in bad]
+    assert len(set((rec.sequences == target.conventions.eos_token_ids[0]).int().argmax(dim=1).tolist())) >= 2
+    with pytest.raises(UsageError, match="takes image inputs"):
+        encode_inputs(target, ["a text"])
+
+
+def test_speech_encoder_decoder_pads_clips_with_a_mask_and_passes_greedy() -> None:
+    target = tiny_target("speech-encoder-decoder")
+    assert target.modality == "audio" and target.conventions.takes_input_mask
+    batch, _, _ = encode_inputs(target, default_inputs(target))
+    assert set(batch) == {"input_values", "attention_mask"}
+    lengths = batch["attention_mask"].sum(dim=1)
+    assert len(set(lengths.tolist())) == len(default_audio()) and int(lengths.max()) == batch["input_values"].shape[1]
+    rec = capture(target, default_inputs(target), GREEDY)
+    bad = [r for r in run_invariants(rec) if r.status in ("fail", "error")]
+    assert not bad, [(r.invariant, r.reason) for r in bad]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", ["vision-encoder-decoder", "speech-encoder-decoder"])
+def test_composite_models_pass_check_in_record_and_streaming_mode(arch: str) -> None:
+    for streaming in (False, True):
+        report = check_loaded(load_target(f"tiny:{arch}"), streaming=streaming)
+        assert report.status == "pass", [
+            (r.invariant, r.decoding, r.reason) for r in report.results if r.status == "fail"
+        ]
+
+
+@pytest.mark.slow
+def test_whisper_passes_check_in_record_and_streaming_mode() -> None:
+    for streaming in (False, True):
+        report = check_loaded(load_target("tiny:whisper"), streaming=streaming)
+        assert report.status == "pass", [
+            (r.invariant, r.decoding, r.reason) for r in report.results if r.status == "fail"
+        ]
+        assert "timestamps" in {r.decoding for r in report.results}
+
+
+@pytest.mark.slow
+def test_shipped_suite_on_a_saved_whisper_dir(tmp_path: Path) -> None:
+    out = _saved_whisper(tmp_path)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "--pyargs",
+            "ppinvariants.suite",
+            f"--ppi-model={out}",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:]
+
+
+def test_explain_shows_whisper_tokens_against_time(capsys: pytest.CaptureFixture[str]) -> None:
+    from ppinvariants.explain import explain
+
+    target = tiny_target("whisper")
+    steps = explain(target, default_inputs(target)[3])
+    begin = target.conventions.timestamp_begin
+    assert steps[0].token_id >= begin and steps[0].time == 0.0  # the first generated token is a timestamp
+    times = [s.time for s in steps]
+    assert times == sorted(times) and times[-1] > 0.0
+    assert main(["explain", "tiny:whisper", "3", "-q"]) == 0 and " s\n" in capsys.readouterr().out
+    assert main(["explain", "tiny:whisper", "hello", "-q"]) == 2
+    assert "takes audio inputs: give the number of a default input" in capsys.readouterr().err
+
+
+def test_snapshot_and_compare_a_whisper_target(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "whisper.json"
+    assert main(["snapshot", "tiny:whisper", "-o", str(path), "--decoding", "greedy", "-q"]) == 0
+    assert main(["compare", str(path), "tiny:whisper", "-q"]) == 0, capsys.readouterr().out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", SPEECH_VISION_ARCHITECTURES)
+def test_two_fresh_builds_are_byte_identical(arch: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ppinvariants.zoo import tiny_checkpoint
+
+    builds = []
+    for name in ("a", "b"):
+        monkeypatch.setenv("PPINVARIANTS_CACHE", str(tmp_path / name))
+        builds.append(tiny_checkpoint(arch))
+    files = [{p.relative_to(b).as_posix(): p.read_bytes() for p in sorted(b.rglob("*")) if p.is_file()} for b in builds]
+    assert files[0].keys() == files[1].keys()
+    assert [k for k in files[0] if files[0][k] != files[1][k]] == []
+
+
+def test_audio_and_image_strategies_are_valid_and_shrink_to_the_simplest() -> None:
+    from hypothesis import find, given, settings
+
+    from ppinvariants.strategies import audio_batches, image_batches
+
+    @settings(max_examples=20, deadline=None, database=None)
+    @given(clips=audio_batches(max_size=3, max_seconds=0.2), images=image_batches(max_size=3, max_side=24))
+    def valid(clips: list, images: list) -> None:
+        assert 1 <= len(clips) <= 3 and 1 <= len(images) <= 3
+        for x in clips:
+            assert x.ndim == 1 and x.dtype == np.float32 and 1 <= len(x) <= 3200 and np.abs(x).max() <= 1.0
+        assert all(im.mode == "RGB" and 1 <= min(im.size) and max(im.size) <= 24 for im in images)
+
+    valid()
+    simplest = find(audio_batches(), lambda clips: True, settings=settings(database=None))
+    assert len(simplest) == 1 and len(simplest[0]) == 1 and not simplest[0].any()  # one sample of silence
+    assert [im.size for im in find(image_batches(), lambda ims: True, settings=settings(database=None))] == [(1, 1)]
