@@ -24,7 +24,7 @@ from ppinvariants import zoo
 README = Path(__file__).resolve().parents[1] / "README.md"
 CACHE = str(zoo.cache_root())
 #: First lines of the Python snippets that are fragments (placeholders such as ``batch`` or ``...``).
-FRAGMENTS = {"from ppinvariants import sequence_logprobs"}
+FRAGMENTS = {"from ppinvariants import sequence_logprobs", 'model.save_pretrained("whisper-ft")'}
 _BLOCK = re.compile(r"^```(\w*)\n(.*?)^```", re.S | re.M)
 
 
