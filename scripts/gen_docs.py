@@ -171,6 +171,19 @@ def _with_bad_input_table(readme: str, table: str) -> str:
     return readme[:start] + "\n" + table + "\n" + readme[end:]
 
 
+FAULTS_START, FAULTS_END = "<!-- faults:start -->", "<!-- faults:end -->"
+
+
+def faults_table() -> str:
+    """The README's table of the self-test's injected faults, from ``ppinvariants.selftest.FAULTS`` (with this
+    transformers version: the decoder-only faults need transformers 5)."""
+    from ppinvariants.selftest import FAULTS
+
+    rows = ["| fault | the bug class | injected as | on |", "|---|---|---|---|"]
+    rows += [f"| `{f.name}` | {f.bug_class} | {f.how} | `tiny:{f.arch}` |" for f in FAULTS]
+    return f"{len(FAULTS)} faults:\n\n" + "\n".join(rows)
+
+
 TIMINGS_START, TIMINGS_END = "<!-- timings:start -->", "<!-- timings:end -->"
 MEASURED_LINE = "Measured on "
 
@@ -260,6 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     readme = README.read_text(encoding="utf-8")
     new_readme = _with_bad_input_table(readme, bad_input_table())
+    new_readme = _with_block(new_readme, FAULTS_START, FAULTS_END, faults_table())
     if args.timings and not args.check:
         new_readme = _with_block(new_readme, TIMINGS_START, TIMINGS_END, timings_block(_dt.date.today().isoformat()))
     committed_timings = _block(readme, TIMINGS_START, TIMINGS_END)
@@ -271,11 +285,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.check and new_readme != readme:
         diff = difflib.unified_diff(readme.splitlines(), new_readme.splitlines(), "README.md", "README.md (generated)")
         print("\n".join(diff))
-        print("README.md's bad-input table is out of date: run python scripts/gen_docs.py", file=sys.stderr)
+        print("README.md's bad-input or faults table is out of date: run python scripts/gen_docs.py", file=sys.stderr)
         return 1
     if not args.check:
         README.write_text(new_readme, encoding="utf-8")
-        print("wrote the bad-input table of README.md")
+        print("wrote the bad-input and faults tables of README.md")
     generated = coverage_doc(_dt.date.today().isoformat())
     if args.check:
         committed = COVERAGE.read_text(encoding="utf-8") if COVERAGE.exists() else ""
