@@ -258,7 +258,7 @@ def capture(
         beam_indices = None if beam_indices is None else beam_indices.detach()
         # transformers' own reading of the chosen-token log-probs, kept to hold ours against:
         # beam scores are log-probs already; greedy/sampling scores are logits to normalise.
-        is_beam = decoding.num_beams > 1 and not decoding.do_sample
+        is_beam = decoding.num_beams > 1  # beam search, or beam sampling (do_sample with num_beams > 1)
         raw_logits = getattr(out, "logits", None)
         per_hypothesis = False
         if (

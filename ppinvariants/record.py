@@ -170,7 +170,9 @@ class GenerationRecord:
 
     @property
     def is_beam(self) -> bool:
-        return self.decoding.num_beams > 1 and not self.decoding.do_sample
+        """Beam search or beam sampling (``do_sample`` with ``num_beams > 1``): both keep ``num_beams`` score rows
+        per input, processed log-probs, and report ``beam_indices`` and ``sequences_scores``."""
+        return self.decoding.num_beams > 1
 
     @property
     def is_greedy(self) -> bool:

@@ -148,7 +148,7 @@ class StreamingMonitor(LogitsProcessor):
     def __init__(self, conventions: Any, decoding: Any, dtype: str = "float32") -> None:
         self.conventions = conventions
         self.decoding = decoding
-        self.is_beam = decoding.num_beams > 1 and not decoding.do_sample
+        self.is_beam = decoding.num_beams > 1  # beam search, or beam sampling (do_sample with num_beams > 1)
         self.rows_match = decoding.num_beams == 1  # score rows are the returned rows
         self.dtype = dtype
         self.step = 0
@@ -346,7 +346,9 @@ class StreamingMonitor(LogitsProcessor):
         steps = tokens.shape[1]
         if self.rows_match and self.chosen_lp:
             record.streamed_chosen = torch.stack(self.chosen_lp, dim=1)[:, :steps]
-        elif self.is_beam and self.top_ids:
+        elif self.is_beam and self.top_ids and not self.decoding.do_sample:
+            # Beam search picks among each beam row's top scores, which were kept; beam sampling may draw a
+            # token outside them, so its chosen log-probs are not known here (the checks that need them skip).
             record.streamed_chosen = self._beam_chosen(record, tokens)
         out: dict[str, list[Any] | NotApplicable] = {}
         k = self.kept

@@ -263,3 +263,44 @@ def test_published_config_as_the_checkpoint_decoding(tmp_path: Path) -> None:
     assert report.status == "pass", [(r.invariant, r.reason) for r in report.results if r.status != "pass"]
     settings = report.decodings["checkpoint"]["settings"]
     assert settings["num_beams"] == 4 and settings["no_repeat_ngram_size"] == 3 and settings["min_length"] == 56
+
+
+#: Beam sampling: ``do_sample`` with ``num_beams > 1`` (also what a checkpoint with ``num_beams`` in its generation
+#: config runs when a decoding only turns sampling on). Scores are per beam row, as in beam search.
+BEAM_SAMPLE = Decoding(
+    "beam-sample",
+    do_sample=True,
+    num_beams=3,
+    num_return_sequences=2,
+    top_k=20,
+    top_p=0.9,
+    temperature=0.8,
+    repetition_penalty=1.2,
+    min_length=6,
+    max_new_tokens=16,
+)
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_beam_sampling_is_judged_as_beam_search_is(arch: str) -> None:
+    """A Hypothesis draw (the README's example on tiny:fsmt, whose generation config has num_beams 5) found
+    it: sampling on top of a checkpoint's beams crashed the capture. Judged as beam search, record and
+    streaming mode."""
+    target = tiny_target(arch)
+    recorded, streamed = _judge(target, BEAM_SAMPLE)
+    for mode, results in (("record", recorded), ("streaming", streamed)):
+        bad = [(r.invariant, r.status, r.reason) for r in results if r.status not in ("pass", "skip", "xfail")]
+        assert not bad, (mode, bad)
+    verdicts = {r.invariant: r.status for r in recorded if r.invariant in STREAMING_INVARIANTS}
+    # Streaming keeps each beam row's top scores only, and a sampled token may lie outside them: the checks
+    # that need the chosen log-probs are not judged there (said, and counted as not judged).
+    lost = {r.invariant for r in streamed if r.invariant in verdicts and r.status == "skip" and r.skip_kind == "lost"}
+    assert lost <= {"padding_mask_matches_eos"}
+    assert {k: v for k, v in verdicts.items() if k not in lost} == {
+        r.invariant: r.status for r in streamed if r.invariant in STREAMING_INVARIANTS and r.invariant not in lost
+    }
+    record = capture(target, TEXTS, BEAM_SAMPLE, evidence=False)
+    assert record.is_beam and record.beam_indices is not None
+    judged = {r.invariant: r.status for r in run_invariants(record)}
+    assert judged["beam_scores_match_transition_scores"] in ("pass", "xfail")
+    assert judged["processed_scores_match_processors"] == "pass"
