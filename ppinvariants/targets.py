@@ -62,6 +62,11 @@ class Target:
     def __repr__(self) -> str:  # the default would print the whole model (e.g. in Hypothesis reports)
         return f"Target({self.spec!r}, {type(self.model).__name__}, {self.device}, {self.dtype_name})"
 
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        """The same one line for pretty printers (Hypothesis prints a failing example's arguments with one,
+        and would list a dataclass field by field, the whole model included)."""
+        printer.text(repr(self))
+
     @property
     def dtype_name(self) -> str:
         return str(self.dtype).replace("torch.", "")

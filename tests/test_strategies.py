@@ -202,3 +202,14 @@ def test_drawn_chat_batches_pass_every_check_on_tiny_qwen2(data: Any) -> None:
     record = capture(target, batch, for_decoder_only(GREEDY))
     failed = [(r.invariant, r.reason) for r in run_invariants(record) if r.status in ("fail", "error")]
     assert not failed, failed
+
+
+def test_a_failing_example_prints_the_target_in_one_line() -> None:
+    """Hypothesis prints a failing example's arguments with its pretty printer, which lists a dataclass field
+    by field: the target must stay one line, never the model's printout."""
+    from hypothesis.vendor.pretty import pretty
+
+    from ppinvariants.targets import load_target
+
+    text = pretty(load_target("tiny:bart"))
+    assert text == "Target('tiny:bart', BartForConditionalGeneration, cpu, float32)"
