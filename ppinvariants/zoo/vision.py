@@ -23,6 +23,30 @@ from ..signals import default_images
 from .recipes import Recipe
 
 
+def _with_gpt2_decoder(recipe: Recipe, encoder: Any, tokenizer: Any, kind: str) -> Any:
+    """A ``{kind}Model`` (``VisionEncoderDecoder``, ``SpeechEncoderDecoder``) of ``encoder`` and a GPT-2 decoder
+    with cross-attention sized by ``recipe.decoder_config``, whose start, eos and pad are the tokenizer's
+    (start = bos); weights drawn with the recipe's seed, in eval mode."""
+    import torch
+    import transformers
+
+    decoder = transformers.GPT2Config(
+        vocab_size=len(tokenizer),
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        is_decoder=True,
+        add_cross_attention=True,
+        **recipe.decoder_config,
+    )
+    config = getattr(transformers, f"{kind}Config").from_encoder_decoder_configs(encoder, decoder)
+    config.decoder_start_token_id = tokenizer.bos_token_id
+    config.eos_token_id = tokenizer.eos_token_id
+    config.pad_token_id = tokenizer.pad_token_id
+    torch.manual_seed(recipe.seed)
+    return getattr(transformers, f"{kind}Model")(config=config).eval()
+
+
 def build_vision_encoder_decoder(
     recipe: Recipe,
     out: Path,
@@ -33,26 +57,11 @@ def build_vision_encoder_decoder(
     """Build the tiny ViT + GPT-2 model of ``recipe`` into ``out`` (its ``tokenizer`` already trained and
     saved there); ``scale_init`` re-draws the weights and ``least_squares`` fits the eos probe (the zoo's).
     Returns the calibration statistics."""
-    import torch
     import transformers
 
     side = int(recipe.config["image_size"])
     encoder = transformers.ViTConfig(**recipe.config)
-    decoder = transformers.GPT2Config(
-        vocab_size=len(tokenizer),
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        is_decoder=True,
-        add_cross_attention=True,
-        **recipe.decoder_config,
-    )
-    config = transformers.VisionEncoderDecoderConfig.from_encoder_decoder_configs(encoder, decoder)
-    config.decoder_start_token_id = tokenizer.bos_token_id
-    config.eos_token_id = tokenizer.eos_token_id
-    config.pad_token_id = tokenizer.pad_token_id
-    torch.manual_seed(recipe.seed)
-    model = transformers.VisionEncoderDecoderModel(config=config).eval()
+    model = _with_gpt2_decoder(recipe, encoder, tokenizer, "VisionEncoderDecoder")
     _generation_config(model, tokenizer)
     image_processor = transformers.ViTImageProcessor(
         size={"height": side, "width": side}, image_mean=[0.5] * 3, image_std=[0.5] * 3
@@ -74,27 +83,12 @@ def build_speech_encoder_decoder(
 ) -> dict[str, Any]:
     """Build the tiny wav2vec2 + GPT-2 model of ``recipe`` into ``out`` (its ``tokenizer`` already trained and
     saved there), as :func:`build_vision_encoder_decoder` does. Returns the calibration statistics."""
-    import torch
     import transformers
 
     from ..signals import SAMPLING_RATE, default_audio
 
     encoder = transformers.Wav2Vec2Config(**recipe.config)
-    decoder = transformers.GPT2Config(
-        vocab_size=len(tokenizer),
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        is_decoder=True,
-        add_cross_attention=True,
-        **recipe.decoder_config,
-    )
-    config = transformers.SpeechEncoderDecoderConfig.from_encoder_decoder_configs(encoder, decoder)
-    config.decoder_start_token_id = tokenizer.bos_token_id
-    config.eos_token_id = tokenizer.eos_token_id
-    config.pad_token_id = tokenizer.pad_token_id
-    torch.manual_seed(recipe.seed)
-    model = transformers.SpeechEncoderDecoderModel(config=config).eval()
+    model = _with_gpt2_decoder(recipe, encoder, tokenizer, "SpeechEncoderDecoder")
     _generation_config(model, tokenizer)
     extractor = transformers.Wav2Vec2FeatureExtractor(
         feature_size=1, sampling_rate=SAMPLING_RATE, padding_value=0.0, do_normalize=True, return_attention_mask=True
