@@ -32,9 +32,32 @@ class Rerun:
     prompt_length: int = 1  # columns of sequences before the first generated token (a decoder-only prompt's width)
 
 
-#: Evidence depths. ``standard`` is what a CI gate can afford: per decoding, two teacher-forced
-#: forward passes and one backward pass, and one more ``generate()`` call (see :func:`collect_evidence`);
-#: ``thorough`` re-runs everything.
+@dataclass
+class Layout:
+    """The record's own sequences teacher-forced under another batch layout, reduced to what
+    ``batch_and_padding_invariance`` compares (the ``[rows, steps, V]`` logits are not kept).
+
+    Rows are the record's returned rows, in the record's order, whatever order the layout ran them in.
+    ``chosen_logprob``: the raw log-prob (``log_softmax`` of the layout's logits, float32) of each row's
+    own token, ``[rows, steps]``. ``decisions``: the configured processors replayed on the layout's
+    logits (:func:`ppinvariants.record.replayed_decisions`), None where the record has no reference
+    processors. ``name`` says which layout: :data:`REVERSED` or :data:`ALONE`.
+    """
+
+    name: str
+    chosen_logprob: torch.Tensor
+    decisions: torch.Tensor | None = None
+
+
+#: The batch reversed and padded :data:`EXTRA_PADDING` columns wider.
+REVERSED = "in the reversed batch padded wider"
+#: Each input alone: a batch of one input (its ``num_return_sequences`` rows), without padding.
+ALONE = "alone"
+
+
+#: Evidence depths. ``standard`` is what a CI gate can afford: per decoding, teacher-forced forward
+#: passes and one backward pass, and ``generate()`` again only for sampling (and, for a decoder-only
+#: model, the batch re-laid; see :func:`collect_evidence`); ``thorough`` re-runs everything.
 STANDARD = "standard"
 THOROUGH = "thorough"
 DEPTHS = (STANDARD, THOROUGH)
@@ -51,7 +74,8 @@ class Evidence:
     depth: str = STANDARD
     teacher_forced_logits: torch.Tensor | None = None
     solo: list[Rerun] | None = None  # one per input, generated alone (thorough)
-    permuted: Rerun | None = None  # the batch reversed and padded wider, rows mapped back
+    permuted: Rerun | None = None  # the batch reversed and padded wider, generated again, rows mapped back
+    layouts: list[Layout] | None = None  # the record's sequences teacher-forced under other layouts (encoder-decoder)
     rerun: Rerun | None = None  # the same call again (determinism)
     train_mode_differs: bool | None = None  # dropout on: reported, never failed (thorough)
     top1_sampling: torch.Tensor | None = None  # greedy records: do_sample with top_k=1 (thorough)
@@ -94,14 +118,18 @@ def collect_evidence(target: Any, record: GenerationRecord, depth: str = STANDAR
     """Re-run the model as the consistency invariants need, for ``record``'s inputs and decoding.
 
     Every depth: a teacher-forced pass under no_grad (the teacher-forced evidence), one with autograd
-    on and its backward pass (the differentiable sequence log-prob) and, for greedy and beam search, the
-    batch reversed and padded :data:`EXTRA_PADDING` columns wider. ``standard`` takes the gradient
+    on and its backward pass (the differentiable sequence log-prob) and, for greedy and beam search of
+    an encoder-decoder model, the record's own sequences teacher-forced under two other layouts
+    (:class:`Layout`, forward passes only: see :func:`_teacher_forced_layouts`): the batch reversed and
+    padded :data:`EXTRA_PADDING` columns wider, and each input alone. A decoder-only model's batch is
+    generated again reversed and padded wider, and its most left-padded prompt alone. ``standard`` takes the gradient
     with respect to the encoder's and decoder's input embedding activations only (every path from
     the inputs to the log-prob starts there, and no weight gradient is computed; see
     :func:`_teacher_forcing_with_grad`) and re-runs for determinism only under sampling, where
     seeded draws make it bite. ``thorough`` adds: the
-    gradient with respect to every parameter, a second run of every decoding, each input generated
-    alone, top-1 sampling against greedy search, a run in train mode, and greedy ``generate()``
+    gradient with respect to every parameter, a second run of every decoding, the search itself under
+    the other layouts (the reversed, wider padded batch and each input generated again), top-1 sampling
+    against greedy search, a run in train mode, and greedy ``generate()``
     with autograd on. What a depth leaves out is listed in ``Evidence.not_collected``.
 
     A re-run that raises (a NaN model crashing ``torch.multinomial``, say) is kept in
@@ -130,17 +158,23 @@ def collect_evidence(target: Any, record: GenerationRecord, depth: str = STANDAR
     attempt("grad", lambda: _teacher_forcing_with_grad(target, record, ids, mask, ev, thorough))
     if "grad" in ev.errors:  # the forward pass itself raised: the teacher-forced evidence is missing too
         ev.errors["teacher_forcing"] = ev.errors["grad"]
-    if not d.do_sample:
+    if not d.do_sample and not record.decoder_only:
+        ev.layouts = attempt("layouts", lambda: _teacher_forced_layouts(target, record))
+        if thorough:
+            ev.permuted = attempt("permuted", lambda: _permuted_run(target, record))
+            ev.solo = attempt("solo", lambda: _solo_runs(target, record))
+        else:
+            leave_out("permuted", "the search re-run under the reversed batch is " + _THOROUGH_ONLY)
+            leave_out("solo", "each input's search re-run alone is " + _THOROUGH_ONLY)
+    elif not d.do_sample:
         ev.permuted = attempt("permuted", lambda: _permuted_run(target, record))
         if thorough:
             ev.solo = attempt("solo", lambda: _solo_runs(target, record))
-        elif record.decoder_only:
+        else:
             # Left-padding invariance at every depth for a decoder-only model: the prompt with the most
             # left padding in the batch, generated alone (the one most exposed to padding mistakes).
             most = int(record.attention_mask.sum(dim=1).argmin())
             ev.solo = attempt("solo", lambda: _solo_runs(target, record, [most]))
-        else:
-            leave_out("solo")
     if thorough or d.do_sample:
         ev.rerun = attempt("rerun", lambda: _generate(target, batch, d))
         if ev.rerun is not None:
@@ -251,21 +285,8 @@ def _solo_runs(target: Any, record: GenerationRecord, inputs: list[int] | None =
     """Each input (of ``inputs``; all by default) generated alone, without any padding."""
     runs = []
     nrs = record.decoding.num_return_sequences
-    width = record.input_ids.shape[1]
-    for i in range(record.input_ids.shape[0]) if inputs is None else inputs:
-        if record.encoder_inputs is not None:  # a speech or vision input: its own row of the encoder tensors
-            alone = record.model_inputs(slice(i, i + 1))
-            run = _generate(target, alone, record.decoding)
-            run.rows = list(range(i * nrs, (i + 1) * nrs))
-            runs.append(run)
-            continue
-        n = int(record.attention_mask[i].sum())
-        cols = slice(width - n, width) if _padding_side(target) == "left" else slice(0, n)
-        alone = {
-            "input_ids": record.input_ids[i : i + 1, cols],
-            "attention_mask": record.attention_mask[i : i + 1, cols],
-        }
-        run = _generate(target, alone, record.decoding)
+    for i in range(record.batch_size) if inputs is None else inputs:
+        run = _generate(target, _alone_batch(target, record, i), record.decoding)
         run.rows = list(range(i * nrs, (i + 1) * nrs))
         runs.append(run)
     return runs
@@ -277,22 +298,17 @@ def _padding_side(target: Any) -> str:
     return str(side or getattr(target.tokenizer, "padding_side", "right"))
 
 
-def _permuted_run(target: Any, record: GenerationRecord) -> Rerun:
-    """The batch in reverse order and :data:`EXTRA_PADDING` columns wider, ``rows`` mapping its rows back.
+def _reversed_batch(target: Any, record: GenerationRecord) -> tuple[list[int], dict[str, torch.Tensor]]:
+    """``(order, batch)``: the record's inputs in reverse order, padded :data:`EXTRA_PADDING` columns wider.
 
     The extra columns are padding on the tokenizer's padding side, masked out, so every row sees
     other neighbours and another amount of padding than in the record's batch. They are left out
-    when they would not fit the model's positions.
+    when they would not fit the model's positions. A speech or vision batch is reversed only (its
+    encoder inputs have the processor's fixed width or padding; there are no token columns to add).
     """
-
-    nrs = record.decoding.num_return_sequences
-    order = list(range(record.input_ids.shape[0]))[::-1]
+    order = list(range(record.batch_size))[::-1]
     if record.encoder_inputs is not None:
-        # A speech or vision batch: reversed only (its encoder inputs have the processor's fixed width or
-        # padding; there are no token columns to add).
-        run = _generate(target, record.model_inputs(order), record.decoding)
-        run.rows = [o * nrs + j for o in order for j in range(nrs)]
-        return run
+        return order, record.model_inputs(order)
     ids, mask = record.input_ids[order], record.attention_mask[order]
     extra = EXTRA_PADDING if ids.shape[1] + EXTRA_PADDING <= input_limit(target.tokenizer, target.model).tokens else 0
     pad_id = target.tokenizer.pad_token_id
@@ -302,9 +318,85 @@ def _permuted_run(target: Any, record: GenerationRecord) -> Rerun:
         left = _padding_side(target) == "left"
         ids = torch.cat([pad_ids, ids] if left else [ids, pad_ids], dim=1)
         mask = torch.cat([pad_mask, mask] if left else [mask, pad_mask], dim=1)
-    run = _generate(target, {"input_ids": ids, "attention_mask": mask}, record.decoding)
+    return order, {"input_ids": ids, "attention_mask": mask}
+
+
+def _alone_batch(target: Any, record: GenerationRecord, i: int) -> dict[str, torch.Tensor]:
+    """Input ``i`` as a batch of one: its token columns without padding (a speech or vision input: its
+    row of the encoder tensors)."""
+    if record.encoder_inputs is not None:
+        return record.model_inputs(slice(i, i + 1))
+    width = record.input_ids.shape[1]
+    n = int(record.attention_mask[i].sum())
+    cols = slice(width - n, width) if _padding_side(target) == "left" else slice(0, n)
+    return {"input_ids": record.input_ids[i : i + 1, cols], "attention_mask": record.attention_mask[i : i + 1, cols]}
+
+
+def _permuted_run(target: Any, record: GenerationRecord) -> Rerun:
+    """The batch of :func:`_reversed_batch` generated again, ``rows`` mapping its rows back."""
+    nrs = record.decoding.num_return_sequences
+    order, batch = _reversed_batch(target, record)
+    run = _generate(target, batch, record.decoding)
     run.rows = [o * nrs + j for o in order for j in range(nrs)]
     return run
+
+
+def _teacher_forced(
+    target: Any, record: GenerationRecord, batch: dict[str, torch.Tensor], rows: list[int]
+) -> torch.Tensor:
+    """Raw logits ``[len(rows), steps, V]`` (float32, CPU) of the record's ``rows`` teacher-forced (no cache,
+    under no_grad) with ``batch`` as the encoder's inputs, one input per ``num_return_sequences`` rows."""
+    nrs = record.decoding.num_return_sequences
+    batch = {k: v.repeat_interleave(nrs, dim=0) for k, v in batch.items()}
+    seqs = record.sequences[rows]
+    with torch.no_grad():
+        if record.encoder_inputs is not None:
+            empty = torch.empty(len(rows), 0, dtype=torch.long)
+            out = teacher_forced_logits(
+                target.model, empty, empty, seqs, prompt_length=record.prompt_length, encoder_inputs=batch
+            )
+        else:
+            out = teacher_forced_logits(
+                target.model, batch["input_ids"], batch["attention_mask"], seqs, prompt_length=record.prompt_length
+            )
+        return out.float().cpu()
+
+
+def _layout(record: GenerationRecord, name: str, logits: torch.Tensor) -> Layout:
+    """A :class:`Layout` from the layout's teacher-forced logits, rows in the record's order."""
+    from .record import generated_tokens, replayed_decisions
+
+    tokens = generated_tokens(record)
+    lse = torch.logsumexp(logits, dim=-1)
+    chosen = logits.gather(-1, tokens.unsqueeze(-1)).squeeze(-1) - lse
+    decisions = replayed_decisions(record, logits) if record.processing is not None else None
+    return Layout(name, chosen, decisions)
+
+
+def _teacher_forced_layouts(target: Any, record: GenerationRecord) -> list[Layout]:
+    """The record's own sequences teacher-forced under :data:`REVERSED` and :data:`ALONE` (encoder-decoder).
+
+    One forward pass for the reversed, wider padded batch, and one per input alone: no ``generate()``.
+    If the configured processors, replayed on these logits, pick the record's greedy token at every
+    step, greedy search under that layout generates the same tokens (by induction on the prefix); for
+    beam search they rescore each returned hypothesis. Each input alone also sees what a reversed batch
+    cannot (it holds the same rows): an input whose outputs depend on which other inputs share its
+    batch. What these passes cannot show is the search itself under another batch (which hypotheses a
+    batch-wide stop keeps): thorough evidence generates again.
+    """
+    nrs = record.decoding.num_return_sequences
+    order, batch = _reversed_batch(target, record)
+    rows = [o * nrs + j for o in order for j in range(nrs)]
+    logits = _teacher_forced(target, record, batch, rows)
+    in_order = torch.empty_like(logits)
+    in_order[rows] = logits
+    del logits
+    layouts = [_layout(record, REVERSED, in_order)]
+    for i in range(record.batch_size):
+        group = list(range(i * nrs, (i + 1) * nrs))
+        in_order[group] = _teacher_forced(target, record, _alone_batch(target, record, i), group)
+    layouts.append(_layout(record, ALONE, in_order))
+    return layouts
 
 
 def _train_mode_differs(target: Any, batch: dict[str, torch.Tensor], record: GenerationRecord) -> bool:

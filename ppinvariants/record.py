@@ -437,3 +437,42 @@ def replay_unstable(record: GenerationRecord, steps: list[int], raw: torch.Tenso
         if at is not None:
             out[:, t] = record.processing.unstable(at[0], raw[:, t])
     return out
+
+
+def replayed_decisions(record: GenerationRecord, logits: torch.Tensor) -> torch.Tensor:
+    """What the configured processors decide on teacher-forced raw ``logits``, ``[4, rows, steps]``.
+
+    ``logits`` is ``[rows, steps, V]``, one row per returned row of the record (a teacher-forced pass
+    over the record's own sequences). The processors are replayed with each row's own history (see
+    :func:`replay_processing`) and reduced to: ``[0]`` the processed score of the row's token, ``[1]``
+    the best processed score, ``[2]`` its token id (as a float), ``[3]`` 1.0 where the replay knew the
+    step (NaN in the others where it did not).
+
+    Greedy search and sampling: every returned row is its own score row. With beams, each
+    hypothesis' logits are placed in the score row it ran in at each step (hypotheses sharing a row
+    there share the prefix, so their logits agree) and the replay knows exactly those rows; beam
+    search ranks whole hypotheses, so ``[1]`` and ``[2]`` are the row's own score and token there
+    (no per-step argmax).
+    """
+    tokens = generated_tokens(record)
+    rows, steps = tokens.shape
+    if record.decoding.num_beams == 1:
+        processed, known = replay_processing(record, logits.float())
+        chosen = processed.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+        best, pick = processed.max(dim=-1)
+        return torch.stack([chosen, best, pick.float(), known.float()])
+    out = torch.full((4, rows, steps), float("nan"))
+    out[3] = 0.0
+    src = source_rows(record)
+    if src is None:
+        return out
+    width = min(steps, src.shape[1], logits.shape[1])
+    r_idx, t_idx = (src[:, :width] >= 0).nonzero(as_tuple=True)
+    raw = torch.zeros(record.batch_size * record.beams_per_input, width, logits.shape[-1])
+    raw[src[r_idx, t_idx], t_idx] = logits[r_idx, t_idx].float()
+    processed, known = replay_processing(record, raw)
+    out[0, r_idx, t_idx] = processed[src[r_idx, t_idx], t_idx, tokens[r_idx, t_idx]]
+    out[1, r_idx, t_idx] = out[0, r_idx, t_idx]
+    out[2, r_idx, t_idx] = tokens[r_idx, t_idx].float()
+    out[3, r_idx, t_idx] = known[src[r_idx, t_idx], t_idx].float()
+    return out

@@ -47,6 +47,20 @@ def _solo_differs(rec) -> None:  # noqa: ANN001
         run.sequences_scores[0] += 0.5
 
 
+def _layout_logprob_off(rec) -> None:  # noqa: ANN001
+    rec.evidence.layouts[0].chosen_logprob[1, 2] += 0.5  # the reversed batch scores a token otherwise
+
+
+def _layout_picks_another(rec) -> None:  # noqa: ANN001
+    decisions = rec.evidence.layouts[1].decisions  # alone: another token's processed score beats the record's
+    decisions[1, 1, 2] = decisions[0, 1, 2] + 1.0
+    decisions[2, 1, 2] = (decisions[2, 1, 2] + 7) % rec.tokenizer_size
+
+
+def _layout_beam_score_off(rec) -> None:  # noqa: ANN001
+    rec.evidence.layouts[1].decisions[0, 1, 2] -= 1.0  # alone: the hypothesis' processed log-prob of its token
+
+
 def _rerun_differs(rec) -> None:  # noqa: ANN001
     rec.evidence.rerun.sequences[0, 2] = (rec.evidence.rerun.sequences[0, 2] + 7) % rec.tokenizer_size
 
@@ -68,6 +82,15 @@ BROKEN_EVIDENCE = [
     ("teacher_forced_logprobs_match_generation", "beam", _teacher_forcing_drift, "differ from generation time"),
     ("batch_and_padding_invariance", "greedy", _solo_differs, "generated alone"),
     ("batch_and_padding_invariance", "beam", _solo_differs, "generated alone"),
+    ("batch_and_padding_invariance", "greedy", _layout_logprob_off, "log-prob of its token differs from its own batch"),
+    ("batch_and_padding_invariance", "beam", _layout_logprob_off, "log-prob of its token differs from its own batch"),
+    (
+        "batch_and_padding_invariance",
+        "greedy",
+        _layout_picks_another,
+        "alone (teacher-forced), the input gives another",
+    ),
+    ("batch_and_padding_invariance", "beam", _layout_beam_score_off, "processed log-prob of its token differs"),
     ("deterministic_in_eval_mode", "greedy", _rerun_differs, "second identical run"),
     ("greedy_equals_top1_sampling", "greedy", _top1_differs, "top-1 sampling picks another token"),
     ("sequence_logprob_is_differentiable", "greedy", _grad_value_off, "teacher-forced sequence log-prob differs"),
@@ -114,7 +137,7 @@ def test_fires_on_a_broken_model(factory: str, decoding, depth: str, name: str, 
 
 @pytest.mark.parametrize("decoding", ["greedy", "beam", "sample"])
 def test_standard_evidence_collects_one_rerun_and_names_what_it_leaves_out(decoding: str) -> None:
-    from ppinvariants.evidence import EXTRA_PADDING
+    from ppinvariants.evidence import ALONE, EXTRA_PADDING, REVERSED
 
     rec = healthy_record("bart", decoding, evidence="standard")
     ev = rec.evidence
@@ -124,15 +147,16 @@ def test_standard_evidence_collects_one_rerun_and_names_what_it_leaves_out(decod
     assert ev.solo is None and ev.top1_sampling is None and ev.train_mode_differs is None
     assert ev.generate_grad_logprob is None
     assert {"top1", "train_mode", "generate_grad"} <= set(ev.not_collected)
-    assert ("solo" in ev.not_collected) == (decoding != "sample")
+    assert ev.permuted is None
+    assert ("solo" in ev.not_collected) == ("permuted" in ev.not_collected) == (decoding != "sample")
     if decoding == "sample":  # sampling: a second run for determinism, no batch re-layout (exempt)
-        assert ev.rerun is not None and ev.permuted is None
-    else:
+        assert ev.rerun is not None and ev.layouts is None
+    else:  # no generate() again: the record's sequences teacher-forced under two other layouts
         assert ev.rerun is None and "rerun" in ev.not_collected
-        assert ev.permuted is not None
-        # the reversed batch maps back to the record's rows, in reverse order
-        assert sorted(ev.permuted.rows) == list(range(rec.sequences.shape[0]))
-        assert ev.permuted.rows[0] >= ev.permuted.rows[-1]
+        assert [layout.name for layout in ev.layouts] == [REVERSED, ALONE]
+        tokens = rec.sequences[:, rec.prompt_length :]
+        for layout in ev.layouts:
+            assert layout.chosen_logprob.shape == tokens.shape and layout.decisions.shape == (4, *tokens.shape)
     assert EXTRA_PADDING > 0
 
 
@@ -148,27 +172,51 @@ def test_standard_evidence_skips_with_the_way_to_get_it() -> None:
     assert results["sequence_logprob_is_differentiable"].status == "pass"
 
 
-def test_permuted_run_pads_every_row_differently(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The reversed batch is EXTRA_PADDING columns wider, all of them masked padding."""
+def test_layouts_pad_every_row_differently(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Standard evidence generates nothing again for greedy search: it teacher-forces the reversed batch,
+    EXTRA_PADDING columns wider (all of them masked padding), then each input alone, without padding."""
     import ppinvariants.evidence as evidence_mod
 
-    seen = []
-    real = evidence_mod._generate
+    seen, generated = [], []
+    real = evidence_mod._teacher_forced
 
-    def spy(target, batch, decoding, **override):  # noqa: ANN001, ANN003, ANN202
-        seen.append({k: v.clone() for k, v in batch.items()})
-        return real(target, batch, decoding, **override)
+    def spy(target, record, batch, rows):  # noqa: ANN001, ANN202
+        seen.append(({k: v.clone() for k, v in batch.items()}, list(rows)))
+        return real(target, record, batch, rows)
 
-    monkeypatch.setattr(evidence_mod, "_generate", spy)
+    monkeypatch.setattr(evidence_mod, "_teacher_forced", spy)
+    monkeypatch.setattr(evidence_mod, "_generate", lambda *a, **k: generated.append(a))
     rec = healthy_record("bart", "greedy", evidence="standard")
     target = load_target("tiny:bart")
     evidence_mod.collect_evidence(target, rec, "standard")
-    [batch] = seen
+    assert generated == []
+    (batch, rows), *alone = seen
+    assert rows == list(range(rec.batch_size))[::-1]
+    assert len(alone) == rec.batch_size
+    for i, (one, one_rows) in enumerate(alone):
+        assert one_rows == [i] and bool(one["attention_mask"].all())
+        assert one["input_ids"].shape[1] == int(rec.attention_mask[i].sum())
     width = rec.input_ids.shape[1]
     assert batch["input_ids"].shape[1] == width + evidence_mod.EXTRA_PADDING
     assert torch.equal(batch["attention_mask"].sum(dim=1), rec.attention_mask.flip(0).sum(dim=1))
     assert torch.equal(batch["input_ids"][:, :width], rec.input_ids.flip(0))
     assert bool((batch["input_ids"][:, width:] == target.tokenizer.pad_token_id).all())
+
+
+@pytest.mark.parametrize("decoding", [GREEDY, BEAM], ids=["greedy", "beam"])
+def test_each_input_alone_catches_an_encoder_that_ignores_the_mask(decoding) -> None:  # noqa: ANN001
+    """The alone layout fires by itself (the check's violations, capped, show the reversed batch's first)."""
+    from ppinvariants.evidence import ALONE
+    from ppinvariants.invariants.consistency import _compare_layout
+
+    target = load_target(f"{FACTORIES}:encoder_ignores_mask")
+    rec = capture(target, list(DEFAULT_TEXTS), decoding, evidence="standard")
+    [alone] = [layout for layout in rec.evidence.layouts if layout.name == ALONE]
+    violations = _compare_layout(rec, "batch_and_padding_invariance", alone)
+    assert violations and all("alone (teacher-forced)" in v.message for v in violations)
+    padded = {i for i in range(rec.batch_size) if not bool(rec.attention_mask[i].all())}
+    n = decoding.num_return_sequences
+    assert {v.row for v in violations} <= {i * n + j for i in padded for j in range(n)}
 
 
 def test_unknown_evidence_depth_is_a_usage_error() -> None:

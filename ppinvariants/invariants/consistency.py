@@ -14,10 +14,11 @@ import torch
 from ..errors import NotApplicable, NotJudged
 from ..record import (
     GenerationRecord,
+    chosen_logprobs,
     finished_mask,
     generated_tokens,
     masked_sum,
-    replay_processing,
+    replayed_decisions,
     score_rows,
     step_logprobs,
 )
@@ -84,6 +85,19 @@ def _raw_logprobs_per_row(record: GenerationRecord) -> torch.Tensor:
     )
 
 
+def _teacher_forced_logprobs(record: GenerationRecord) -> torch.Tensor:
+    """``log_softmax`` of the record's own teacher-forced logits, ``[rows, steps, V]``, computed once per record."""
+    logits = record.evidence.teacher_forced_logits
+    return record.derived("teacher_forced_logprobs", (logits,), lambda: torch.log_softmax(logits, dim=-1))
+
+
+def _teacher_forced_decisions(record: GenerationRecord) -> torch.Tensor:
+    """:func:`~ppinvariants.record.replayed_decisions` of the record's own teacher-forced pass, computed once."""
+    logits = record.evidence.teacher_forced_logits
+    sources = (logits, record.sequences, record.beam_indices)
+    return record.derived("teacher_forced_decisions", sources, lambda: replayed_decisions(record, logits))
+
+
 def _live(record: GenerationRecord) -> torch.Tensor:
     mask, _ = finished_mask(generated_tokens(record), record.conventions.eos_token_ids)
     return mask.bool()
@@ -101,9 +115,9 @@ def teacher_forced_logprobs_match_generation(record: GenerationRecord) -> list[V
     teacher-forced logits, with the configured processors replayed on them, must pick the same tokens.
     """
     name = "teacher_forced_logprobs_match_generation"
-    ev = _evidence(record, "teacher_forcing")
+    _evidence(record, "teacher_forcing")  # skips, or reports a crashed re-run
     gen = _raw_logprobs_per_row(record)
-    tf = torch.log_softmax(ev.teacher_forced_logits, dim=-1)
+    tf = _teacher_forced_logprobs(record)
     tokens = generated_tokens(record)
     live = _live(record)
     # Two different kernels (cached vs full attention) agree to ~1e-5 in fp32. Compared: the chosen token's
@@ -137,10 +151,8 @@ def teacher_forced_logprobs_match_generation(record: GenerationRecord) -> list[V
     if record.is_greedy and record.processing is not None:
         # The configured processors replayed on the teacher-forced logits (penalties and biases included,
         # not only the -inf masks) must pick the greedy tokens again.
-        processed, _known = replay_processing(record, ev.teacher_forced_logits.float())
-        pick = processed.argmax(dim=-1)
-        chosen = processed.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
-        best = processed.max(dim=-1).values
+        chosen, best, pick, _known = _teacher_forced_decisions(record)
+        pick = pick.long()
         bad = (live & (chosen < best - tol)).nonzero()
         parts.append(
             from_positions(
@@ -252,25 +264,134 @@ def _unpadded_note(record: GenerationRecord) -> str | None:
         return None
     mask = "with" if record.encoder_inputs and "attention_mask" in record.encoder_inputs else "without"
     return (
-        f"{record.modality} inputs ({record.model_type}, {mask} an attention mask): judged on the batch reversed; "
-        "its inputs are not padded wider than the processor padded them"
+        f"{record.modality} inputs ({record.model_type}, {mask} an attention mask): judged on the batch reversed "
+        "and each input alone; its inputs are not padded wider than the processor padded them"
     )
+
+
+def _first_per_row(bad: torch.Tensor) -> torch.Tensor:
+    """The first ``(row, step)`` of each row among row-major positions ``bad`` ``[n, 2]``: later steps follow from it."""
+    first: dict[int, list[int]] = {}
+    for r, t in bad.tolist():
+        first.setdefault(r, [r, t])
+    return torch.tensor(list(first.values()), dtype=torch.long).reshape(-1, 2)
+
+
+def _compare_layout(record: GenerationRecord, name: str, layout) -> list[Violation]:  # noqa: ANN001
+    """The record's sequences, teacher-forced under another batch layout, score and decide as in the record's own.
+
+    Float32: each row's raw log-prob of its own token at every live step equals the one of the
+    teacher-forced pass under the record's own layout (same kernels, only the layout differs) within
+    the teacher-forced check's tolerance. Every dtype: the configured processors replayed on the
+    layout's logits decide as on the record's own pass. Greedy search: they pick the record's token (a
+    margin within the dtype's tie tolerance is a tie), so greedy search under that layout generates
+    the same tokens, by induction on the prefix. Beam search: each returned hypothesis keeps the
+    processed log-prob of its token (half precision: its ``-inf`` state only, since a batch of another
+    shape rounds differently). Decisions are judged where the record's own teacher-forced pass agrees
+    with the record: where it does not, ``teacher_forced_logprobs_match_generation`` reports it.
+    """
+    where = f"{layout.name} (teacher-forced)"
+    tokens = generated_tokens(record)
+    live = _live(record)
+    tol = record.tolerance * 10
+    parts: list[list[Violation]] = []
+    own_lp = _teacher_forced_logprobs(record)
+    if record.dtype == "float32":
+        mine = own_lp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+        theirs = layout.chosen_logprob
+        both_inf = torch.isinf(mine) & (mine == theirs)
+        diff = torch.where(both_inf, torch.zeros_like(mine), (mine - theirs).abs())
+        own_nan = torch.isnan(mine)  # NaN in the record's own pass is the finiteness checks' finding
+        bad = _first_per_row((live & ~own_nan & ~(diff <= tol)).nonzero())
+        parts.append(
+            from_positions(
+                bad,
+                lambda p: make(
+                    record,
+                    name,
+                    f"{where}, the input's log-prob of its token differs from its own batch's",
+                    kind="layout_logprob",
+                    row=p[0],
+                    step=p[1],
+                    token_id=int(tokens[p]),
+                    expected=f"{float(mine[p]):.6g} (+/- {tol:g})",
+                    found=f"{float(theirs[p]):.6g}",
+                ),
+            )
+        )
+    if layout.decisions is None or record.processing is None:
+        return merge(*parts)
+    own, other = _teacher_forced_decisions(record), layout.decisions
+    judged = live & own[3].bool() & other[3].bool()
+    if not record.is_beam:
+        margin = max(tol, record.tie_tolerance)
+        own_agrees = own[0] >= own[1] - margin
+        bad = _first_per_row((judged & own_agrees & (other[0] < other[1] - margin)).nonzero())
+        pick = other[2].long()
+        parts.append(
+            from_positions(
+                bad,
+                lambda p: make(
+                    record,
+                    name,
+                    f"{where}, the input gives another token",
+                    kind="layout_token",
+                    row=p[0],
+                    step=p[1],
+                    token_id=int(tokens[p]),
+                    expected=f"{int(tokens[p])} {record.token_text(int(tokens[p]))!r}",
+                    found=f"{int(pick[p])} {record.token_text(int(pick[p]))!r} "
+                    f"(by {float(other[1][p] - other[0][p]):.4g} over the record's token)",
+                ),
+            )
+        )
+        return merge(*parts)
+
+    def differs(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        if record.dtype != "float32":
+            return torch.isneginf(a) != torch.isneginf(b)
+        same_inf = torch.isinf(a) & (a == b)
+        return ~same_inf & ~((a - b).abs() <= tol)
+
+    ours = chosen_logprobs(record)
+    bad = _first_per_row((judged & ~differs(ours, own[0]) & differs(ours, other[0])).nonzero())
+    parts.append(
+        from_positions(
+            bad,
+            lambda p: make(
+                record,
+                name,
+                f"{where}, the hypothesis' processed log-prob of its token differs",
+                kind="layout_token",
+                row=p[0],
+                step=p[1],
+                token_id=int(tokens[p]),
+                expected=float(ours[p]),
+                found=float(other[0][p]),
+            ),
+        )
+    )
+    return merge(*parts)
 
 
 @invariant("consistency", note=_unpadded_note)
 @_reports_rerun_failures
 def batch_and_padding_invariance(record: GenerationRecord) -> list[Violation]:
-    """Each input gives the same tokens in the batch reversed and padded wider (and, thorough, alone).
+    """Each input scores and decides the same in the batch reversed and padded wider, and alone.
 
     Padding is masked out of attention, so a row's output must not depend on its neighbours or on
     how much padding it received; a difference means the attention mask is ignored somewhere
     (encoder, cross-attention, position ids). The reversed batch gets
     :data:`ppinvariants.evidence.EXTRA_PADDING` more padding columns, so every row (the unpadded
-    longest input too) is padded differently there; thorough evidence also generates each input
-    alone, without padding. A speech or vision batch is reversed only (its padding is the processor's;
-    the result's note says so). Sampling is exempt: its random draws depend on the
-    batch layout. A first divergence between two tokens whose log-probs are within the dtype's
-    tolerance is a tie at that precision (padding changes the kernels' rounding), not a violation.
+    longest input too) is padded differently there; alone, an input has no padding and no neighbours.
+    Encoder-decoder models, standard evidence: the record's own sequences are teacher-forced under
+    both layouts (forward passes only; see :func:`_compare_layout` for what that proves). Thorough
+    evidence also generates again under both, which tests the search itself (which hypotheses a
+    batch-wide stop keeps); a decoder-only model's batch is generated again reversed and padded wider
+    at every depth. A speech or vision batch is reversed only (its padding is the processor's; the
+    result's note says so). Sampling is exempt: its random draws depend on the batch layout. A first
+    divergence between two tokens whose log-probs are within the dtype's tie tolerance is a tie at
+    that precision (padding changes the kernels' rounding), not a violation.
     """
     name = "batch_and_padding_invariance"
     if record.decoding.do_sample:
@@ -288,7 +409,10 @@ def batch_and_padding_invariance(record: GenerationRecord) -> list[Violation]:
             f"{', '.join(padded)}: transformers' encoder processors read the padded input_ids, pad tokens "
             "included, so the output may depend on the padding by design"
         )
-    ev = _evidence(record, "permuted", optional=("solo",))
+    if record.decoder_only:
+        ev = _evidence(record, "permuted", optional=("solo",))
+    else:
+        ev = _evidence(record, "layouts", optional=("permuted", "solo"))
     solo = [] if record.decoder_only else ev.solo or []  # decoder-only: judged by left_padding_invariance
     parts = [
         _compare_rerun(
@@ -301,13 +425,14 @@ def batch_and_padding_invariance(record: GenerationRecord) -> list[Violation]:
             _compare_rerun(
                 record,
                 name,
-                "in the reversed batch padded wider, the input gives another token",
+                "generated again in the reversed batch padded wider, the input gives another token",
                 ev.permuted,
                 ev.permuted.rows,
                 near_ties=True,
                 kind="permuted",
             )
         )
+    parts += [_compare_layout(record, name, layout) for layout in ev.layouts or []]
     return merge(*parts)
 
 
