@@ -56,8 +56,8 @@ ALONE = "alone"
 
 
 #: Evidence depths. ``standard`` is what a CI gate can afford: per decoding, teacher-forced forward
-#: passes and one backward pass, and ``generate()`` again only for sampling (and, for a decoder-only
-#: model, the batch re-laid; see :func:`collect_evidence`); ``thorough`` re-runs everything.
+#: passes and one backward pass, and ``generate()`` again only for sampling (see
+#: :func:`collect_evidence`); ``thorough`` re-runs everything.
 STANDARD = "standard"
 THOROUGH = "thorough"
 DEPTHS = (STANDARD, THOROUGH)
@@ -75,7 +75,7 @@ class Evidence:
     teacher_forced_logits: torch.Tensor | None = None
     solo: list[Rerun] | None = None  # one per input, generated alone (thorough)
     permuted: Rerun | None = None  # the batch reversed and padded wider, generated again, rows mapped back
-    layouts: list[Layout] | None = None  # the record's sequences teacher-forced under other layouts (encoder-decoder)
+    layouts: list[Layout] | None = None  # the record's sequences teacher-forced under other layouts
     rerun: Rerun | None = None  # the same call again (determinism)
     train_mode_differs: bool | None = None  # dropout on: reported, never failed (thorough)
     top1_sampling: torch.Tensor | None = None  # greedy records: do_sample with top_k=1 (thorough)
@@ -118,11 +118,10 @@ def collect_evidence(target: Any, record: GenerationRecord, depth: str = STANDAR
     """Re-run the model as the consistency invariants need, for ``record``'s inputs and decoding.
 
     Every depth: a teacher-forced pass under no_grad (the teacher-forced evidence), one with autograd
-    on and its backward pass (the differentiable sequence log-prob) and, for greedy and beam search of
-    an encoder-decoder model, the record's own sequences teacher-forced under two other layouts
-    (:class:`Layout`, forward passes only: see :func:`_teacher_forced_layouts`): the batch reversed and
-    padded :data:`EXTRA_PADDING` columns wider, and each input alone. A decoder-only model's batch is
-    generated again reversed and padded wider, and its most left-padded prompt alone. ``standard`` takes the gradient
+    on and its backward pass (the differentiable sequence log-prob) and, for greedy and beam search,
+    the record's own sequences teacher-forced under two other layouts (:class:`Layout`, forward passes
+    only: see :func:`_teacher_forced_layouts`): the batch reversed and padded :data:`EXTRA_PADDING`
+    columns wider, and each input alone. ``standard`` takes the gradient
     with respect to the encoder's and decoder's input embedding activations only (every path from
     the inputs to the log-prob starts there, and no weight gradient is computed; see
     :func:`_teacher_forcing_with_grad`) and re-runs for determinism only under sampling, where
@@ -158,7 +157,7 @@ def collect_evidence(target: Any, record: GenerationRecord, depth: str = STANDAR
     attempt("grad", lambda: _teacher_forcing_with_grad(target, record, ids, mask, ev, thorough))
     if "grad" in ev.errors:  # the forward pass itself raised: the teacher-forced evidence is missing too
         ev.errors["teacher_forcing"] = ev.errors["grad"]
-    if not d.do_sample and not record.decoder_only:
+    if not d.do_sample:
         ev.layouts = attempt("layouts", lambda: _teacher_forced_layouts(target, record))
         if thorough:
             ev.permuted = attempt("permuted", lambda: _permuted_run(target, record))
@@ -166,15 +165,6 @@ def collect_evidence(target: Any, record: GenerationRecord, depth: str = STANDAR
         else:
             leave_out("permuted", "the search re-run under the reversed batch is " + _THOROUGH_ONLY)
             leave_out("solo", "each input's search re-run alone is " + _THOROUGH_ONLY)
-    elif not d.do_sample:
-        ev.permuted = attempt("permuted", lambda: _permuted_run(target, record))
-        if thorough:
-            ev.solo = attempt("solo", lambda: _solo_runs(target, record))
-        else:
-            # Left-padding invariance at every depth for a decoder-only model: the prompt with the most
-            # left padding in the batch, generated alone (the one most exposed to padding mistakes).
-            most = int(record.attention_mask.sum(dim=1).argmin())
-            ev.solo = attempt("solo", lambda: _solo_runs(target, record, [most]))
     if thorough or d.do_sample:
         ev.rerun = attempt("rerun", lambda: _generate(target, batch, d))
         if ev.rerun is not None:
@@ -348,7 +338,10 @@ def _teacher_forced(
     under no_grad) with ``batch`` as the encoder's inputs, one input per ``num_return_sequences`` rows."""
     nrs = record.decoding.num_return_sequences
     batch = {k: v.repeat_interleave(nrs, dim=0) for k, v in batch.items()}
-    seqs = record.sequences[rows]
+    seqs, prompt_length = record.sequences[rows], record.prompt_length
+    if record.decoder_only:  # the prompt as this layout pads it, then the row's generated tokens
+        seqs = torch.cat([batch["input_ids"], seqs[:, prompt_length:]], dim=1)
+        prompt_length = int(batch["input_ids"].shape[1])
     with torch.no_grad():
         if record.encoder_inputs is not None:
             empty = torch.empty(len(rows), 0, dtype=torch.long)
@@ -357,7 +350,7 @@ def _teacher_forced(
             )
         else:
             out = teacher_forced_logits(
-                target.model, batch["input_ids"], batch["attention_mask"], seqs, prompt_length=record.prompt_length
+                target.model, batch["input_ids"], batch["attention_mask"], seqs, prompt_length=prompt_length
             )
         return out.float().cpu()
 
@@ -374,7 +367,7 @@ def _layout(record: GenerationRecord, name: str, logits: torch.Tensor) -> Layout
 
 
 def _teacher_forced_layouts(target: Any, record: GenerationRecord) -> list[Layout]:
-    """The record's own sequences teacher-forced under :data:`REVERSED` and :data:`ALONE` (encoder-decoder).
+    """The record's own sequences teacher-forced under :data:`REVERSED` and :data:`ALONE`.
 
     One forward pass for the reversed, wider padded batch, and one per input alone: no ``generate()``.
     If the configured processors, replayed on these logits, pick the record's greedy token at every
@@ -382,7 +375,8 @@ def _teacher_forced_layouts(target: Any, record: GenerationRecord) -> list[Layou
     beam search they rescore each returned hypothesis. Each input alone also sees what a reversed batch
     cannot (it holds the same rows): an input whose outputs depend on which other inputs share its
     batch. What these passes cannot show is the search itself under another batch (which hypotheses a
-    batch-wide stop keeps): thorough evidence generates again.
+    batch-wide stop keeps): thorough evidence generates again. A decoder-only model's rows are re-laid
+    with the prompt: the layout's padded prompt, then the row's generated tokens.
     """
     nrs = record.decoding.num_return_sequences
     order, batch = _reversed_batch(target, record)

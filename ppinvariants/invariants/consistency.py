@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 
 from ..errors import NotApplicable, NotJudged
+from ..evidence import ALONE
 from ..record import (
     GenerationRecord,
     chosen_logprobs,
@@ -384,11 +385,10 @@ def batch_and_padding_invariance(record: GenerationRecord) -> list[Violation]:
     (encoder, cross-attention, position ids). The reversed batch gets
     :data:`ppinvariants.evidence.EXTRA_PADDING` more padding columns, so every row (the unpadded
     longest input too) is padded differently there; alone, an input has no padding and no neighbours.
-    Encoder-decoder models, standard evidence: the record's own sequences are teacher-forced under
-    both layouts (forward passes only; see :func:`_compare_layout` for what that proves). Thorough
-    evidence also generates again under both, which tests the search itself (which hypotheses a
-    batch-wide stop keeps); a decoder-only model's batch is generated again reversed and padded wider
-    at every depth. A speech or vision batch is reversed only (its padding is the processor's; the
+    Standard evidence teacher-forces the record's own sequences under both layouts (forward passes
+    only; see :func:`_compare_layout` for what that proves). Thorough evidence also generates again
+    under both, which tests the search itself (which hypotheses a batch-wide stop keeps). A decoder-only
+    model's prompts alone are judged by :func:`left_padding_invariance`. A speech or vision batch is reversed only (its padding is the processor's; the
     result's note says so). Sampling is exempt: its random draws depend on the batch layout. A first
     divergence between two tokens whose log-probs are within the dtype's tie tolerance is a tie at
     that precision (padding changes the kernels' rounding), not a violation.
@@ -409,11 +409,10 @@ def batch_and_padding_invariance(record: GenerationRecord) -> list[Violation]:
             f"{', '.join(padded)}: transformers' encoder processors read the padded input_ids, pad tokens "
             "included, so the output may depend on the padding by design"
         )
-    if record.decoder_only:
-        ev = _evidence(record, "permuted", optional=("solo",))
-    else:
-        ev = _evidence(record, "layouts", optional=("permuted", "solo"))
-    solo = [] if record.decoder_only else ev.solo or []  # decoder-only: judged by left_padding_invariance
+    ev = _evidence(record, "layouts", optional=("permuted", "solo"))
+    # A decoder-only model's prompts alone are left_padding_invariance's evidence.
+    solo = [] if record.decoder_only else ev.solo or []
+    layouts = [lay for lay in ev.layouts or [] if not (record.decoder_only and lay.name == ALONE)]
     parts = [
         _compare_rerun(
             record, name, "generated alone, the input gives another token", run, run.rows, near_ties=True, kind="solo"
@@ -432,47 +431,44 @@ def batch_and_padding_invariance(record: GenerationRecord) -> list[Violation]:
                 kind="permuted",
             )
         )
-    parts += [_compare_layout(record, name, layout) for layout in ev.layouts or []]
+    parts += [_compare_layout(record, name, layout) for layout in layouts]
     return merge(*parts)
 
 
 @invariant("consistency")
 @_reports_rerun_failures
 def left_padding_invariance(record: GenerationRecord) -> list[Violation]:
-    """A decoder-only model gives a prompt the same tokens alone as inside the left-padded batch.
+    """A decoder-only model scores and decides for a prompt alone as inside the left-padded batch.
 
     Under left padding a prompt's real tokens sit at other columns than alone; the attention mask
     must hide the padding and the position ids must follow the mask (``cumsum - 1``), so that the
     model sees exactly the prompt it sees alone. A model (or a pipeline) whose positions ignore the
-    mask, or whose attention reads the padding, generates other tokens in the batch. Standard evidence
-    generates the most-padded prompt alone; thorough evidence every prompt. Sampling is exempt (its
-    draws depend on the batch layout); a first divergence within the dtype's tie tolerance is a tie.
+    mask, or whose attention reads the padding, scores the generated tokens otherwise in the batch.
+    Standard evidence teacher-forces each prompt alone, followed by its generated tokens (see
+    :func:`_compare_layout`: greedy search then generates the same tokens alone, by induction on the
+    prefix); thorough evidence also generates each prompt alone. Sampling is exempt (its draws depend
+    on the batch layout); a first divergence within the dtype's tie tolerance is a tie.
     """
     name = "left_padding_invariance"
     if not record.decoder_only:
         raise NotApplicable("encoder-decoder model: judged by batch_and_padding_invariance")
     if record.decoding.do_sample:
         raise NotApplicable("sampling draws depend on the batch layout")
-    ev = _evidence(record, "solo")
+    ev = _evidence(record, "layouts", optional=("solo",))
+    parts = [_compare_layout(record, name, lay) for lay in ev.layouts or [] if lay.name == ALONE]
     runs = [run for run in ev.solo or [] if not _min_length_differs(record, run)]
-    if ev.solo and not runs:
-        raise NotApplicable(
-            "min_length counts a decoder-only model's whole padded prompt, so it differs between the batch and "
-            "the prompt alone (use min_new_tokens)"
+    parts += [
+        _compare_rerun(
+            record,
+            name,
+            "generated alone, the prompt gives another token than in the left-padded batch",
+            run,
+            run.rows,
+            near_ties=True,
         )
-    return merge(
-        *[
-            _compare_rerun(
-                record,
-                name,
-                "generated alone, the prompt gives another token than in the left-padded batch",
-                run,
-                run.rows,
-                near_ties=True,
-            )
-            for run in runs
-        ]
-    )
+        for run in runs
+    ]
+    return merge(*parts)
 
 
 def _train_mode_note(record: GenerationRecord) -> str | None:
