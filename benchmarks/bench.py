@@ -250,6 +250,30 @@ def environment() -> str:
     )
 
 
+README_START, README_END = "<!-- performance:start -->", "<!-- performance:end -->"
+
+
+def write_readme(argv: list[str], load: float, said: list[str], rows: list[str]) -> None:
+    """Replace README.md's performance block with this run: the date, the command, the machine and its
+    load at the start, every line the run printed, and the table. Never hand-edited: the figures in the
+    README are the ones a named run printed."""
+    import datetime
+    from pathlib import Path
+
+    readme = Path(__file__).resolve().parent.parent / "README.md"
+    text = readme.read_text(encoding="utf-8")
+    command = " ".join(["python", "benchmarks/bench.py", *argv])
+    block = (
+        f"Measured on {datetime.date.today().isoformat()} by `{command}`, one run, load average {load:.1f} "
+        "at the start. What the run printed:\n\n```\n"
+        + "\n".join(line.strip("\n") for line in said)
+        + "\n```\n\n"
+        + "\n".join(rows)
+    )
+    i, j = text.index(README_START) + len(README_START), text.index(README_END)
+    readme.write_text(text[:i] + "\n" + block + "\n" + text[j:], encoding="utf-8")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="small workloads, fewer repetitions")
@@ -259,12 +283,26 @@ def main() -> None:
         "--models", default="bart-large,pegasus-96k", help="comma-separated: bart-large, pegasus-96k, pegasus-large"
     )
     p.add_argument("--sections", default="abcdef", help="which measurements to run (default: all of abcdef)")
+    p.add_argument(
+        "--readme",
+        action="store_true",
+        help="write the results, dated, into README.md's performance block (between its markers)",
+    )
     p.add_argument("--_memory", nargs=4, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args._memory:
         mode, kind, rows, steps = args._memory
         memory_child(mode, kind, int(rows), int(steps))
         return
+    import os
+
+    load = os.getloadavg()[0]
+    said: list[str] = []
+
+    def say(line: str) -> None:
+        print(line)
+        said.append(line)
+
     on_gpu = args.device.startswith("cuda")
     # 2 shared cores: (a)/(b) run at batch 4 x 16 (not the default 8 x 8-text, 24-token workload) to fit ~10 min
     reps = 3
@@ -272,10 +310,10 @@ def main() -> None:
     mem_rows, mem_steps = (16, 16) if args.quick else (64, 64)
     d_rows, d_steps = (4, 8) if args.quick else (16, 32)
     sections = set(args.sections)
-    print(environment())
+    say(environment())
     if on_gpu:
-        print(f"device: {torch.cuda.get_device_name(torch.device(args.device))}, dtype {args.dtype}")
-    print(
+        say(f"device: {torch.cuda.get_device_name(torch.device(args.device))}, dtype {args.dtype}")
+    say(
         f"workload: batch {batch} x {steps} new tokens (eos banned); (a) greedy, (b) the default check's three "
         f"decodings (greedy, beam 4/2, sampling); medians of {reps} runs (--thorough: 1 run)\n"
     )
@@ -288,7 +326,7 @@ def main() -> None:
             t_bare = median_time(partial(bare, target, bt, dec), reps)
             t_rec = median_time(partial(record_checks, target, bt, dec), reps)
             ratio = t_rec / t_bare
-            print(f"(a) {kind} {threads} thr: bare {t_bare:.3f}s, +capture+checks {t_rec:.3f}s, ratio {ratio:.3f}")
+            say(f"(a) {kind} {threads} thr: bare {t_bare:.3f}s, +capture+checks {t_rec:.3f}s, ratio {ratio:.3f}")
             table.append((f"(a) capture + record checks / bare generate, {kind}, {threads} thr", ratio, "<= 1.05"))
         torch.set_num_threads(2)
         if "b" in sections:
@@ -299,7 +337,7 @@ def main() -> None:
             t_thr = median_time(
                 partial(check_loaded, target, texts=bt, decodings=decs, streaming=False, evidence="thorough"), 1
             )
-            print(
+            say(
                 f"(b) {kind}, greedy + beam + sample: generate() alone {t_gen:.2f}s; capture (scores, logits) "
                 f"{t_cap:.2f}s; default check {t_std:.2f}s (ratio {t_std / t_gen:.2f}); --thorough {t_thr:.2f}s "
                 f"(ratio {t_thr / t_gen:.2f})"
@@ -309,13 +347,11 @@ def main() -> None:
         if "d" in sections:
             record = capture(target, texts(d_rows), fixed(d_steps), evidence=False)
             t_naive, t_vec = naive_vs_vectorized(record, reps)
-            print(
-                f"(d) {kind}, {d_rows} x {d_steps}: naive loop {t_naive * 1e3:.1f} ms, vectorized {t_vec * 1e3:.1f} ms"
-            )
+            say(f"(d) {kind}, {d_rows} x {d_steps}: naive loop {t_naive * 1e3:.1f} ms, vectorized {t_vec * 1e3:.1f} ms")
             table.append((f"(d) naive Python loop / vectorized gather check, {kind}", t_naive / t_vec, "speed-up"))
         if "f" in sections and on_gpu:
             mem = gpu_memory(target, mem_rows, mem_steps)
-            print(
+            say(
                 f"(f) {kind} {args.dtype} batch {mem_rows} x {mem_steps}: peak GPU memory above the model: "
                 + ", ".join(f"{mode} {mib:.0f} MiB" for mode, mib in mem.items())
             )
@@ -326,20 +362,20 @@ def main() -> None:
                     "<= 1.1",
                 )
             )
-        del target
+        target = None  # the model is freed before the next one is built
     if "e" in sections:
         specs = ["tiny:bart"] if args.quick else ["tiny:bart", "tiny:t5"]
         suite_seconds(specs, 0)  # builds/loads the tiny models once, outside the timing
         serial = statistics.median(suite_seconds(specs, 0) for _ in range(2))
         parallel = statistics.median(suite_seconds(specs, 2) for _ in range(2))
-        print(
+        say(
             f"(e) shipped suite on {' '.join(specs)}: 1 worker {serial:.1f}s, 2 workers (-n 2 --dist loadgroup) {parallel:.1f}s"
         )
         table.append((f"(e) shipped suite, 1 worker / 2 workers, {' + '.join(specs)}", serial / parallel, "speed-up"))
     if "c" in sections and not on_gpu:
         mem = memory("bart-large", mem_rows, mem_steps)
         rec_extra, stream_extra = mem["record"] - mem["bare"], mem["streaming"] - mem["bare"]
-        print(
+        say(
             f"(c) bart-large batch {mem_rows} x {mem_steps}: peak RSS rise over the loaded model: generate() alone "
             f"{mem['bare']:.0f} MiB, record mode {mem['record']:.0f} MiB (+{rec_extra:.0f} over generate), "
             f"streaming {mem['streaming']:.0f} MiB (+{stream_extra:.0f})"
@@ -351,9 +387,11 @@ def main() -> None:
                 "<= 0.10",
             )
         )
-    print("\n| measurement | value | target |\n|---|---|---|")
-    for name, value, target in table:
-        print(f"| {name} | {value:.3f} | {target} |")
+    rows = ["| measurement | value | target |", "|---|---|---|"]
+    rows += [f"| {name} | {value:.3f} | {target} |" for name, value, target in table]
+    print("\n" + "\n".join(rows))
+    if args.readme:
+        write_readme(sys.argv[1:], load, said, rows)
 
 
 if __name__ == "__main__":

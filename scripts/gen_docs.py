@@ -13,6 +13,10 @@ measured only with ``--timings``: each command of the quick start run once, as a
 tiny-model cache, with the date, the machine and its load at the start. Timings are machine-dependent,
 so ``--check`` compares the block's steps and commands (what was measured), not its figures or date.
 
+The README's performance block (between ``<!-- performance:start -->`` and ``<!-- performance:end -->``)
+is written by ``python benchmarks/bench.py --readme`` (one dated run, with everything it printed);
+``--check`` only requires that it is such a run's output.
+
 The README's bad-input table (between ``<!-- bad-input:start -->`` and ``<!-- bad-input:end -->``) is
 each case run through ``ppinvariants.cli.main`` in this process: its exit code and the line it prints.
 """
@@ -186,6 +190,8 @@ def faults_table() -> str:
 
 TIMINGS_START, TIMINGS_END = "<!-- timings:start -->", "<!-- timings:end -->"
 MEASURED_LINE = "Measured on "
+#: README.md's performance block: written only by ``python benchmarks/bench.py --readme`` (checked here).
+PERFORMANCE_START, PERFORMANCE_END = "<!-- performance:start -->", "<!-- performance:end -->"
 
 #: The quick start's steps, in a user's order: (what, the command). The first runs on an empty cache.
 TIMED_STEPS: list[tuple[str, list[str]]] = [
@@ -288,6 +294,12 @@ def main(argv: list[str] | None = None) -> int:
         README.write_text(_with_block(readme, TIMINGS_START, TIMINGS_END, _pending_timings()), encoding="utf-8")
         block = timings_block(_dt.date.today().isoformat())
         new_readme = _with_block(new_readme, TIMINGS_START, TIMINGS_END, block)
+    committed_performance = _block(readme, PERFORMANCE_START, PERFORMANCE_END).strip()
+    if args.check and not (
+        committed_performance.startswith(MEASURED_LINE) and "`python benchmarks/bench.py" in committed_performance
+    ):
+        print("README.md's performance block does not come from python benchmarks/bench.py --readme: run it")
+        return 1
     committed_timings = _block(readme, TIMINGS_START, TIMINGS_END)
     if args.check and (
         timings_skeleton(committed_timings) != _expected_timings_skeleton() or MEASURED_LINE not in committed_timings
