@@ -296,29 +296,38 @@ def _compare_layout(record: GenerationRecord, name: str, layout) -> list[Violati
     live = _live(record)
     tol = record.tolerance * 10
     parts: list[list[Violation]] = []
-    own_lp = _teacher_forced_logprobs(record)
+
+    def first_steps(bad: torch.Tensor, what: str, kind: str, expected, found) -> None:  # noqa: ANN001
+        """One violation per row of ``bad`` (its first step): ``expected(p)`` against ``found(p)``."""
+        parts.append(
+            from_positions(
+                _first_per_row(bad.nonzero()),
+                lambda p: make(
+                    record,
+                    name,
+                    f"{where}, {what}",
+                    kind=kind,
+                    row=p[0],
+                    step=p[1],
+                    token_id=int(tokens[p]),
+                    expected=expected(p),
+                    found=found(p),
+                ),
+            )
+        )
+
     if record.dtype == "float32":
-        mine = own_lp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+        mine = _teacher_forced_logprobs(record).gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
         theirs = layout.chosen_logprob
         both_inf = torch.isinf(mine) & (mine == theirs)
         diff = torch.where(both_inf, torch.zeros_like(mine), (mine - theirs).abs())
         own_nan = torch.isnan(mine)  # NaN in the record's own pass is the finiteness checks' finding
-        bad = _first_per_row((live & ~own_nan & ~(diff <= tol)).nonzero())
-        parts.append(
-            from_positions(
-                bad,
-                lambda p: make(
-                    record,
-                    name,
-                    f"{where}, the input's log-prob of its token differs from its own batch's",
-                    kind="layout_logprob",
-                    row=p[0],
-                    step=p[1],
-                    token_id=int(tokens[p]),
-                    expected=f"{float(mine[p]):.6g} (+/- {tol:g})",
-                    found=f"{float(theirs[p]):.6g}",
-                ),
-            )
+        first_steps(
+            live & ~own_nan & ~(diff <= tol),
+            "the input's log-prob of its token differs from its own batch's",
+            "layout_logprob",
+            lambda p: f"{float(mine[p]):.6g} (+/- {tol:g})",
+            lambda p: f"{float(theirs[p]):.6g}",
         )
     if layout.decisions is None or record.processing is None:
         return merge(*parts)
@@ -327,24 +336,16 @@ def _compare_layout(record: GenerationRecord, name: str, layout) -> list[Violati
     if not record.is_beam:
         margin = max(tol, record.tie_tolerance)
         own_agrees = own[0] >= own[1] - margin
-        bad = _first_per_row((judged & own_agrees & (other[0] < other[1] - margin)).nonzero())
         pick = other[2].long()
-        parts.append(
-            from_positions(
-                bad,
-                lambda p: make(
-                    record,
-                    name,
-                    f"{where}, the input gives another token",
-                    kind="layout_token",
-                    row=p[0],
-                    step=p[1],
-                    token_id=int(tokens[p]),
-                    expected=f"{int(tokens[p])} {record.token_text(int(tokens[p]))!r}",
-                    found=f"{int(pick[p])} {record.token_text(int(pick[p]))!r} "
-                    f"(by {float(other[1][p] - other[0][p]):.4g} over the record's token)",
-                ),
-            )
+        first_steps(
+            judged & own_agrees & (other[0] < other[1] - margin),
+            "the input gives another token",
+            "layout_token",
+            lambda p: f"{int(tokens[p])} {record.token_text(int(tokens[p]))!r}",
+            lambda p: (
+                f"{int(pick[p])} {record.token_text(int(pick[p]))!r} "
+                f"(by {float(other[1][p] - other[0][p]):.4g} over the record's token)"
+            ),
         )
         return merge(*parts)
 
@@ -355,22 +356,12 @@ def _compare_layout(record: GenerationRecord, name: str, layout) -> list[Violati
         return ~same_inf & ~((a - b).abs() <= tol)
 
     ours = chosen_logprobs(record)
-    bad = _first_per_row((judged & ~differs(ours, own[0]) & differs(ours, other[0])).nonzero())
-    parts.append(
-        from_positions(
-            bad,
-            lambda p: make(
-                record,
-                name,
-                f"{where}, the hypothesis' processed log-prob of its token differs",
-                kind="layout_token",
-                row=p[0],
-                step=p[1],
-                token_id=int(tokens[p]),
-                expected=float(ours[p]),
-                found=float(other[0][p]),
-            ),
-        )
+    first_steps(
+        judged & ~differs(ours, own[0]) & differs(ours, other[0]),
+        "the hypothesis' processed log-prob of its token differs",
+        "layout_token",
+        lambda p: float(ours[p]),
+        lambda p: float(other[0][p]),
     )
     return merge(*parts)
 
