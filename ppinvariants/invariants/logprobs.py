@@ -12,7 +12,7 @@ from ..record import (
     generated_tokens,
     masked_sum,
     score_rows,
-    step_logprobs,
+    score_summary,
 )
 from ..report import Violation
 from ._base import from_positions, invariant, make, merge
@@ -32,10 +32,13 @@ def chosen_logprob_gather_matches_indexing(record: GenerationRecord) -> list[Vio
     mask, _ = finished_mask(tokens, record.conventions.eos_token_ids)
     live = mask.bool()
     gathered = chosen_logprobs(record)
-    lp = step_logprobs(record)
     rows = score_rows(record).clamp(min=0)
     steps = torch.arange(record.steps).expand_as(rows)
-    indexed = lp[rows, steps, tokens]
+    # lp[rows, steps, tokens] of the step log-probs (step_logprobs), read by advanced indexing: beam scores are
+    # log-probs as they are; other scores' log_softmax at these entries from the record's vocab_summary.
+    indexed = record.scores[rows, steps, tokens].float()
+    if not record.is_beam:
+        indexed = score_summary(record).logprob_at((rows, steps), indexed)
     tol = record.tolerance
     parts = []
     differ = live & ~torch.isclose(gathered, indexed, atol=tol, rtol=0, equal_nan=True)
@@ -102,8 +105,8 @@ def greedy_tokens_are_argmax(record: GenerationRecord) -> list[Violation]:
     tokens = generated_tokens(record)
     s = record.scores.float()
     chosen = s.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
-    best, best_id = s.max(dim=-1)
-    return greedy_argmax_violations(record, tokens, chosen, best, best_id)
+    summary = score_summary(record)  # max(dim=-1), computed once per record with the other vocabulary facts
+    return greedy_argmax_violations(record, tokens, chosen, summary.best, summary.best_id)
 
 
 def greedy_argmax_violations(
