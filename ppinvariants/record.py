@@ -512,14 +512,17 @@ def step_history(record: GenerationRecord, t: int, rows: int) -> tuple[torch.Ten
 
 def _replay(record: GenerationRecord, raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     rows, steps, vocab = raw.shape
-    expected = torch.full((rows, steps, vocab), float("nan"))
+    expected = torch.empty((rows, steps, vocab))
     known = torch.zeros(rows, steps, dtype=torch.bool)
+    replayed = 0
     for t in range(min(steps, record.steps)):
         at = step_history(record, t, rows)
         if at is None:
             break
         history, known[:, t] = at
         expected[:, t] = record.processing.step(history, raw[:, t]).cpu()
+        replayed = t + 1
+    expected[:, replayed:] = float("nan")  # the steps not replayed (every step before is written above)
     return expected, known
 
 
