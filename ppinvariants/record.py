@@ -302,21 +302,22 @@ def entropy(probs: torch.Tensor) -> torch.Tensor:
 class VocabSummary:
     """Per-distribution scalars of score tensors ``[..., V]``, each ``[...]``, from :func:`vocab_summary`.
 
-    ``best``/``best_id``: ``max(dim=-1)`` (NaN where the row holds a NaN, ``+inf`` where it holds ``+inf``,
-    ``-inf`` where every score is ``-inf``; the first maximal id). ``log_z``: ``log sum exp(s - best)``.
-    ``prob_sum``: the sum of the softmax; ``entropy``: ``-sum p log p`` of the softmax (``0 log 0 = 0``).
-    Where ``best`` is not finite the row has no distribution: ``log_z``, ``prob_sum`` and ``entropy`` are NaN.
+    ``best``: ``amax(dim=-1)`` (NaN where the row holds a NaN, ``+inf`` where it holds ``+inf``, ``-inf``
+    where every score is ``-inf``). ``log_z``: ``log sum exp(s - best)``. ``prob_sum``: the sum of the
+    softmax; ``entropy``: ``-sum p log p`` of the softmax (``0 log 0 = 0``). Where ``best`` is not finite the
+    row has no distribution: ``log_z``, ``prob_sum`` and ``entropy`` are NaN. ``scores``: the float32 scores
+    summarised (not a copy), for the argmax ids where one is asked for (:meth:`best_ids_where`).
     """
 
     best: torch.Tensor
-    best_id: torch.Tensor
     log_z: torch.Tensor
     prob_sum: torch.Tensor
     entropy: torch.Tensor
+    scores: torch.Tensor = field(repr=False)
 
     @property
     def clean(self) -> bool:
-        """No NaN and no ``+inf`` anywhere in the summarised scores (``max`` propagates both; an all ``-inf``
+        """No NaN and no ``+inf`` anywhere in the summarised scores (``amax`` propagates both; an all ``-inf``
         row has maximum ``-inf``, which is neither, so it is looked at too)."""
         return bool(torch.isfinite(self.best).all())
 
@@ -325,16 +326,25 @@ class VocabSummary:
         ``values`` taken there: ``(s - best) - log_z``, torch's own ``log_softmax`` formula, for these entries only."""
         return (values.float() - self.best[index]) - self.log_z[index]
 
+    def best_ids_where(self, where: torch.Tensor) -> torch.Tensor:
+        """``argmax(dim=-1)`` (the first maximal id, as ``max(dim=-1)`` gives it) of the distributions where
+        ``where`` (``[...]`` bool) holds, ``-1`` elsewhere. The argmax is a pass of its own, dearer than
+        ``amax``: a greedy check needs the id only to name it where a token is not the maximum."""
+        out = torch.full(where.shape, -1, dtype=torch.long, device=self.best.device)
+        if bool(where.any()):
+            out[where] = self.scores[where].argmax(dim=-1)
+        return out
 
-#: Scores per chunk of :func:`vocab_summary`: two float32 work buffers of this size stay in the CPU's cache.
-_SUMMARY_CHUNK = 1 << 18
+
+#: Scores per chunk of :func:`vocab_summary` on the CPU: its two float32 work buffers (1 MiB) stay in cache.
+_SUMMARY_CHUNK = 1 << 17
 
 
 def vocab_summary(scores: torch.Tensor) -> VocabSummary:
     """The softmax facts of every distribution of ``scores`` (``[..., V]``), without a ``[..., V]`` result.
 
-    One ``max(dim=-1)`` gives ``best`` and ``best_id``. Then, a few distributions at a time (on the CPU, in two
-    work buffers that stay in cache), ``d = s - best`` with ``-inf`` clamped to the lowest float (``exp`` of both is
+    One ``amax(dim=-1)`` gives ``best``. Then, a few distributions at a time (on the CPU, in two work
+    buffers that stay in cache), ``d = s - best`` with ``-inf`` clamped to the lowest float (``exp`` of both is
     0, and ``0 * lowest`` is 0 where ``0 * -inf`` would be NaN: the ``0 log 0 = 0`` convention; a NaN stays
     NaN), ``e = exp(d)``, ``Z = sum e`` and ``sum e * d``. With ``p = e / Z`` and ``log p = d - log Z``:
     ``sum p = sum e / Z`` and ``-sum p log p = log Z - sum(e * d) / Z`` are identities, not approximations;
@@ -348,12 +358,12 @@ def vocab_summary(scores: torch.Tensor) -> VocabSummary:
     if s.dtype != torch.float32:
         s = s.float()
     shape, vocab = s.shape[:-1], int(s.shape[-1])
+    if s.numel() == 0:
+        empty = torch.full(shape, float("nan"), device=s.device)
+        return VocabSummary(empty, empty, empty, empty, s)
     flat = s.reshape(-1, vocab)
     n = int(flat.shape[0])
-    if n == 0 or vocab == 0:
-        empty = torch.empty(shape)
-        return VocabSummary(empty, torch.empty(shape, dtype=torch.long), empty, empty, empty)
-    best, best_id = flat.max(dim=-1)
+    best = flat.amax(dim=-1)
     z = torch.empty(n, device=flat.device)
     ed = torch.empty(n, device=flat.device)
     # On the CPU a few distributions at a time keep the work buffers in cache; an accelerator takes them all at once.
@@ -367,15 +377,15 @@ def vocab_summary(scores: torch.Tensor) -> VocabSummary:
         torch.sub(flat[a:b], best[a:b, None], out=d)
         d.clamp_(min=lowest)  # -inf -> lowest (exp 0 either way); NaN stays NaN
         torch.exp(d, out=e)
-        z[a:b] = e.sum(dim=-1)
-        ed[a:b] = torch.linalg.vecdot(e, d)
+        torch.sum(e, dim=-1, out=z[a:b])
+        torch.linalg.vecdot(e, d, out=ed[a:b])
     log_z = z.log()
     return VocabSummary(
         best=best.reshape(shape),
-        best_id=best_id.reshape(shape),
         log_z=log_z.reshape(shape),
         prob_sum=(z / z).reshape(shape),
         entropy=(log_z - ed / z).reshape(shape),
+        scores=s,
     )
 
 

@@ -251,7 +251,6 @@ class StreamingMonitor(LogitsProcessor):
             self.prev_scores, self.prev_summary = s, summary
             if not self.decoding.do_sample:  # greedy: the argmax check reads the scores themselves
                 self.best.append(summary.best.cpu())
-                self.best_id.append(summary.best_id.cpu())
         elif self.is_beam:
             k = min(max(2, 1 + len(self.conventions.eos_token_ids)) * self.decoding.num_beams, s.shape[-1])
             top = s.topk(k, dim=-1)  # beam search's processed scores are its log-probs (as the record reads them)
@@ -269,6 +268,8 @@ class StreamingMonitor(LogitsProcessor):
         self.chosen_lp.append(self.prev_summary.logprob_at(rows, chosen).cpu())
         if not self.decoding.do_sample:  # greedy: the argmax check reads the chosen scores themselves
             self.chosen_score.append(chosen.cpu())
+            # the argmax id, as the record check reads it: only where the chosen token is not the maximum
+            self.best_id.append(self.prev_summary.best_ids_where(chosen < self.prev_summary.best).cpu())
         self.prev_scores = self.prev_summary = None
 
     def _raw_logits_hook(self, _module: Any, _args: Any, output: Any) -> None:

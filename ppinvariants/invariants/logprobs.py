@@ -105,16 +105,17 @@ def greedy_tokens_are_argmax(record: GenerationRecord) -> list[Violation]:
     tokens = generated_tokens(record)
     s = record.scores.float()
     chosen = s.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
-    summary = score_summary(record)  # max(dim=-1), computed once per record with the other vocabulary facts
-    return greedy_argmax_violations(record, tokens, chosen, summary.best, summary.best_id)
+    summary = score_summary(record)  # the maxima, computed once per record with the other vocabulary facts
+    best_id = summary.best_ids_where(chosen < summary.best)  # the argmax id, read only where it is not the token
+    return greedy_argmax_violations(record, tokens, chosen, summary.best, best_id)
 
 
 def greedy_argmax_violations(
     record: GenerationRecord, tokens: torch.Tensor, chosen: torch.Tensor, best: torch.Tensor, best_id: torch.Tensor
 ) -> list[Violation]:
     """Violations of :func:`greedy_tokens_are_argmax` from the per-step chosen score, best score and its id
-    (``[rows, steps]`` each): ``live & (chosen < best)``. Streaming mode, which keeps only these scalars,
-    judges through this function too."""
+    (``[rows, steps]`` each; ``best_id`` is read only where ``chosen < best``): ``live & (chosen < best)``.
+    Streaming mode, which keeps only these scalars, judges through this function too."""
     name = "greedy_tokens_are_argmax"
     mask, _ = finished_mask(tokens, record.conventions.eos_token_ids)
     wrong = (mask.bool() & (chosen < best)).nonzero()
