@@ -497,6 +497,22 @@ def replay_processing(record: GenerationRecord, raw: torch.Tensor | None = None)
     return _replay(record, raw)
 
 
+def replay_matches(record: GenerationRecord, found: torch.Tensor) -> bool:
+    """Whether :func:`replay_processing` would give ``found`` (``[score_rows, steps, V]``) bit for bit at every
+    step it replays (``-inf == -inf``; a NaN makes them unequal), judged step by step as each step is replayed,
+    without building the ``[score_rows, steps, V]`` replay. False where anything differs or a step cannot be
+    replayed (then the full replay says where), or where there is no reference or no raw logits."""
+    raw = record.logits
+    if record.processing is None or raw is None or raw.shape != found.shape or record.steps > raw.shape[1]:
+        return False
+    rows = int(raw.shape[0])
+    for t in range(record.steps):
+        at = step_history(record, t, rows)
+        if at is None or not torch.equal(found[:, t], record.processing.step(at[0], raw[:, t]).cpu()):
+            return False
+    return True
+
+
 def step_history(record: GenerationRecord, t: int, rows: int) -> tuple[torch.Tensor, torch.Tensor] | None:
     """``(input_ids, known)`` of the ``rows`` score rows at step ``t``: the decoder start (or the prompt) and the
     ``t`` tokens each row had chosen so far, ``[rows, prompt_length + t]``, and ``[rows]`` bool for the rows whose
