@@ -343,15 +343,16 @@ _SUMMARY_CHUNK = 1 << 17
 def vocab_summary(scores: torch.Tensor) -> VocabSummary:
     """The softmax facts of every distribution of ``scores`` (``[..., V]``), without a ``[..., V]`` result.
 
-    One ``amax(dim=-1)`` gives ``best``. Then, a few distributions at a time (on the CPU, in two work
-    buffers that stay in cache), ``d = s - best`` with ``-inf`` clamped to the lowest float (``exp`` of both is
-    0, and ``0 * lowest`` is 0 where ``0 * -inf`` would be NaN: the ``0 log 0 = 0`` convention; a NaN stays
-    NaN), ``e = exp(d)``, ``Z = sum e`` and ``sum e * d``. With ``p = e / Z`` and ``log p = d - log Z``:
-    ``sum p = sum e / Z`` and ``-sum p log p = log Z - sum(e * d) / Z`` are identities, not approximations;
-    they agree with ``exp(log_softmax(s))`` and :func:`entropy` up to float32 rounding (a few units in the
-    last place of the sums). ``sum e / Z`` is ``Z / Z``: 1 for every row whose maximum is finite (``Z >= 1``,
-    the maximum contributes ``exp(0) = 1``) and NaN for the others, which is what ``exp(log_softmax(s))``
-    sums to in float32 within 1e-6: the normalisation check finds the same rows either way.
+    One ``amax(dim=-1)`` gives ``best``. Then, a few distributions at a time (on the CPU, in work buffers
+    that stay in cache), ``d = s - best``, ``e = exp(d)``, ``Z = sum e`` and ``sum e * d``, with ``d``'s
+    ``-inf`` (where ``e`` is 0) clamped to the lowest float after the ``exp``, so that ``e * d`` is 0 there
+    (the ``0 log 0 = 0`` convention; ``0 * -inf`` would be NaN); a NaN stays NaN. ``Z >= 1`` where ``best``
+    is finite: the maximum contributes ``exp(0) = 1``. With ``p = e / Z`` and ``log p = d - log Z``: ``sum p = sum e / Z``
+    and ``-sum p log p = log Z - sum(e * d) / Z`` are identities, not approximations; they agree with
+    ``exp(log_softmax(s))`` and :func:`entropy` up to float32 rounding (a few units in the last place of the
+    sums). ``sum e / Z`` is ``Z / Z``: 1 for every row whose maximum is finite and NaN for the others, which
+    is what ``exp(log_softmax(s))`` sums to in float32 within 1e-6: the normalisation check finds the same
+    rows either way.
     Shared by record mode (once per record, :func:`score_summary`) and streaming mode (once per step).
     """
     s = scores.detach()
@@ -375,8 +376,8 @@ def vocab_summary(scores: torch.Tensor) -> VocabSummary:
         b = min(n, a + chunk)
         d, e = d_buf[: b - a], e_buf[: b - a]
         torch.sub(flat[a:b], best[a:b, None], out=d)
-        d.clamp_(min=lowest)  # -inf -> lowest (exp 0 either way); NaN stays NaN
         torch.exp(d, out=e)
+        d.clamp_(min=lowest)  # -inf (e = 0 there) -> lowest, so e * d is 0, not NaN; a NaN stays NaN
         torch.sum(e, dim=-1, out=z[a:b])
         torch.linalg.vecdot(e, d, out=ed[a:b])
     log_z = z.log()
