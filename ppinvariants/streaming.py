@@ -236,7 +236,7 @@ class StreamingMonitor(LogitsProcessor):
         # One vocabulary pass for the finiteness, softmax, entropy and argmax facts: the record checks' own
         # function (vocab_summary), so both modes judge the same numbers.
         summary = vocab_summary(s)
-        if not summary.clean:  # max() propagates NaN and +inf: positions are looked for only then
+        if not summary.clean:  # amax() propagates NaN and +inf: positions are looked for only then
             bad = (torch.isnan(s) | torch.isposinf(s)).nonzero()
             self.kept["nan"].add(_with_step(bad, t), s[bad[:, 0], bad[:, 1]])
         sums = summary.prob_sum

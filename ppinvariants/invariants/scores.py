@@ -27,7 +27,7 @@ def scores_have_no_nan_or_posinf(record: GenerationRecord) -> list[Violation]:
     name = "scores_have_no_nan_or_posinf"
     parts = []
     s = record.scores
-    # max() propagates NaN: finite maxima (the record's vocab_summary, shared with the softmax, entropy and argmax
+    # amax() propagates NaN and +inf: finite maxima (the record's vocab_summary, shared with the softmax, entropy and argmax
     # checks) prove no NaN and no +inf, without a mask; only otherwise are the positions looked for.
     clean = s.numel() == 0 or score_summary(record).clean
     bad = torch.empty(0, 3, dtype=torch.long) if clean else (torch.isnan(s) | torch.isposinf(s)).nonzero()
