@@ -16,7 +16,7 @@ from . import _compat
 from .capturing import capture, timestamps_on
 from .decoding import GREEDY, Decoding
 from .errors import UsageError
-from .record import entropy, finished_mask, generated_tokens, log_probs
+from .record import finished_mask, generated_tokens, log_probs, vocab_summary
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,7 @@ def _explain(target: Any, text: Any, top_k: int, decoding: Decoding) -> list[Ste
     record = capture(target, [text], decoding, evidence=False)
     lp = log_probs(record.scores[0])  # [steps, V]: row 0 is the only row in greedy search
     p = lp.exp()
-    entropies = entropy(p)
+    entropies = vocab_summary(record.scores[0]).entropy  # as step_entropy_within_bounds reads it
     top_p, top_i = p.topk(min(top_k, p.shape[-1]), dim=-1)
     tokens = generated_tokens(record)[0]
     chosen = lp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)

@@ -55,21 +55,24 @@ class Processing:
         A ``-inf`` in the raw logits is read as the dtype's lowest value: no processor explains it, so
         it stays a difference to report (the model itself banned a token).
         """
-        x = raw.detach().to(device=self.device, dtype=self.dtype, copy=True)
-        x = torch.where(torch.isneginf(x), torch.finfo(x.dtype).min, x)
+        # Several processors write into the tensor they are given: x is our own copy (clamp writes a new tensor).
+        x = self._prepared(raw)
+        return self.processors(input_ids.to(self.device), x).float()
+
+    def _prepared(self, raw: torch.Tensor) -> torch.Tensor:
+        """A new tensor of ``raw`` in the processing dtype and device, ``-inf`` read as the dtype's lowest value
+        (``clamp(min=lowest)``: one pass that changes only ``-inf``, NaN stays NaN), log-softmaxed for beam search."""
+        x = raw.detach().to(device=self.device, dtype=self.dtype)
+        x = x.clamp(min=torch.finfo(x.dtype).min)
         if self.on_log_probs:
             x = torch.log_softmax(x, dim=-1)
-        # Several processors write into the tensor they are given: x is our own copy.
-        return self.processors(input_ids.to(self.device), x).float()
+        return x
 
     def culprit(self, input_ids: torch.Tensor, raw: torch.Tensor, row: int, token: int) -> int:
         """The index of the first processor that sets ``token``'s score in ``row`` to ``-inf`` (-1: none),
         replaying the step (``input_ids`` ``[rows, t]``, ``raw`` ``[rows, V]``: every row, since some
         processors map rows to inputs by the batch's shape) as :meth:`step` does."""
-        x = raw.detach().to(device=self.device, dtype=self.dtype, copy=True)
-        x = torch.where(torch.isneginf(x), torch.finfo(x.dtype).min, x)
-        if self.on_log_probs:
-            x = torch.log_softmax(x, dim=-1)
+        x = self._prepared(raw)
         ids = input_ids.to(self.device)
         for i, proc in enumerate(self.processors):
             x = proc(ids, x.clone())

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
@@ -17,6 +17,8 @@ from .decoding import Decoding
 from .errors import NotJudged
 from .masks import finished_mask as finished_mask  # re-exported: one definition, in the bottom layer
 from .processing import Processing
+
+_T = TypeVar("_T")
 
 
 class StepsNotKept:
@@ -110,11 +112,11 @@ class GenerationRecord:
     # (Whisper's): one score row per returned row, and beam_indices mapping each row to itself (-1 after its end).
     scores_per_hypothesis: bool = False
     # Tensors derived from the step tensors, computed once for all invariants: see derived().
-    _derived: dict[str, tuple[tuple[Any, ...], tuple[int, ...], torch.Tensor]] = field(
+    _derived: dict[str, tuple[tuple[Any, ...], tuple[int, ...], Any]] = field(
         default_factory=dict, repr=False, compare=False
     )
 
-    def derived(self, key: str, sources: tuple[Any, ...], fn: Callable[[], torch.Tensor]) -> torch.Tensor:
+    def derived(self, key: str, sources: tuple[Any, ...], fn: Callable[[], _T]) -> _T:
         """``fn()``, computed once per ``key`` while ``sources`` are the same, unmodified tensors.
 
         Several invariants need the same vocabulary-wide tensor (the step log-probs, say); this
@@ -296,6 +298,103 @@ def entropy(probs: torch.Tensor) -> torch.Tensor:
     return -torch.special.xlogy(probs, probs).sum(dim=-1)
 
 
+@dataclass(frozen=True)
+class VocabSummary:
+    """Per-distribution scalars of score tensors ``[..., V]``, each ``[...]``, from :func:`vocab_summary`.
+
+    ``best``: ``amax(dim=-1)`` (NaN where the row holds a NaN, ``+inf`` where it holds ``+inf``, ``-inf``
+    where every score is ``-inf``). ``log_z``: ``log sum exp(s - best)``. ``prob_sum``: the sum of the
+    softmax; ``entropy``: ``-sum p log p`` of the softmax (``0 log 0 = 0``). Where ``best`` is not finite the
+    row has no distribution: ``log_z``, ``prob_sum`` and ``entropy`` are NaN. ``scores``: the float32 scores
+    summarised (not a copy), for the argmax ids where one is asked for (:meth:`best_ids_where`).
+    """
+
+    best: torch.Tensor
+    log_z: torch.Tensor
+    prob_sum: torch.Tensor
+    entropy: torch.Tensor
+    scores: torch.Tensor = field(repr=False)
+
+    @property
+    def clean(self) -> bool:
+        """No NaN and no ``+inf`` anywhere in the summarised scores (``amax`` propagates both; an all ``-inf``
+        row has maximum ``-inf``, which is neither, so it is looked at too)."""
+        return bool(torch.isfinite(self.best).all())
+
+    def logprob_at(self, index: Any, values: torch.Tensor) -> torch.Tensor:
+        """``log_softmax`` at the distributions ``index`` (an index into the leading ``[...]`` dims) of the scores
+        ``values`` taken there: ``(s - best) - log_z``, torch's own ``log_softmax`` formula, for these entries only."""
+        return (values.float() - self.best[index]) - self.log_z[index]
+
+    def best_ids_where(self, where: torch.Tensor) -> torch.Tensor:
+        """``argmax(dim=-1)`` (the first maximal id, as ``max(dim=-1)`` gives it) of the distributions where
+        ``where`` (``[...]`` bool) holds, ``-1`` elsewhere. The argmax is a pass of its own, dearer than
+        ``amax``: a greedy check needs the id only to name it where a token is not the maximum."""
+        out = torch.full(where.shape, -1, dtype=torch.long, device=self.best.device)
+        if bool(where.any()):
+            out[where] = self.scores[where].argmax(dim=-1)
+        return out
+
+
+#: Scores per chunk of :func:`vocab_summary` on the CPU: its two float32 work buffers (1 MiB) stay in cache.
+_SUMMARY_CHUNK = 1 << 17
+
+
+def vocab_summary(scores: torch.Tensor) -> VocabSummary:
+    """The softmax facts of every distribution of ``scores`` (``[..., V]``), without a ``[..., V]`` result.
+
+    One ``amax(dim=-1)`` gives ``best``. Then, a few distributions at a time (on the CPU, in work buffers
+    that stay in cache), ``d = s - best``, ``e = exp(d)``, ``Z = sum e`` and ``sum e * d``, with ``d``'s
+    ``-inf`` (where ``e`` is 0) clamped to the lowest float after the ``exp``, so that ``e * d`` is 0 there
+    (the ``0 log 0 = 0`` convention; ``0 * -inf`` would be NaN); a NaN stays NaN. ``Z >= 1`` where ``best``
+    is finite: the maximum contributes ``exp(0) = 1``. With ``p = e / Z`` and ``log p = d - log Z``: ``sum p = sum e / Z``
+    and ``-sum p log p = log Z - sum(e * d) / Z`` are identities, not approximations; they agree with
+    ``exp(log_softmax(s))`` and :func:`entropy` up to float32 rounding (a few units in the last place of the
+    sums). ``sum e / Z`` is ``Z / Z``: 1 for every row whose maximum is finite and NaN for the others, which
+    is what ``exp(log_softmax(s))`` sums to in float32 within 1e-6: the normalisation check finds the same
+    rows either way.
+    Shared by record mode (once per record, :func:`score_summary`) and streaming mode (once per step).
+    """
+    s = scores.detach()
+    if s.dtype != torch.float32:
+        s = s.float()
+    shape, vocab = s.shape[:-1], int(s.shape[-1])
+    if s.numel() == 0:
+        empty = torch.full(shape, float("nan"), device=s.device)
+        return VocabSummary(empty, empty, empty, empty, s)
+    flat = s.reshape(-1, vocab)
+    n = int(flat.shape[0])
+    best = flat.amax(dim=-1)
+    z = torch.empty(n, device=flat.device)
+    ed = torch.empty(n, device=flat.device)
+    # On the CPU a few distributions at a time keep the work buffers in cache; an accelerator takes them all at once.
+    chunk = max(1, min(n, _SUMMARY_CHUNK // vocab)) if flat.device.type == "cpu" else n
+    d_buf = torch.empty(chunk, vocab, device=flat.device)
+    e_buf = torch.empty(chunk, vocab, device=flat.device)
+    lowest = torch.finfo(torch.float32).min
+    for a in range(0, n, chunk):
+        b = min(n, a + chunk)
+        d, e = d_buf[: b - a], e_buf[: b - a]
+        torch.sub(flat[a:b], best[a:b, None], out=d)
+        torch.exp(d, out=e)
+        d.clamp_(min=lowest)  # -inf (e = 0 there) -> lowest, so e * d is 0, not NaN; a NaN stays NaN
+        torch.sum(e, dim=-1, out=z[a:b])
+        torch.linalg.vecdot(e, d, out=ed[a:b])
+    log_z = z.log()
+    return VocabSummary(
+        best=best.reshape(shape),
+        log_z=log_z.reshape(shape),
+        prob_sum=(z / z).reshape(shape),
+        entropy=(log_z - ed / z).reshape(shape),
+        scores=s,
+    )
+
+
+def score_summary(record: GenerationRecord) -> VocabSummary:
+    """:func:`vocab_summary` of the record's step scores, ``[score_rows, steps]`` each, computed once per record."""
+    return record.derived("score_summary", (record.scores,), lambda: vocab_summary(record.scores))
+
+
 def score_logprobs(record: GenerationRecord) -> torch.Tensor:
     """``log_softmax`` of the record's step scores, ``[score_rows, steps, V]``, computed once per record."""
     return record.derived("score_logprobs", (record.scores,), lambda: log_probs(record.scores))
@@ -319,8 +418,11 @@ def step_logprobs(record: GenerationRecord, scores: torch.Tensor | None = None) 
 
 
 def chosen_logprobs(record: GenerationRecord, scores: torch.Tensor | None = None) -> torch.Tensor:
-    """Log-prob of each generated token, ``[rows, steps]``, by one gather over :func:`step_logprobs`.
+    """Log-prob of each generated token, ``[rows, steps]``, by one gather over the step scores.
 
+    The log-probs are those of :func:`step_logprobs`: beam search's processed scores as they are; otherwise
+    ``log_softmax`` at the chosen token only, ``(s - best) - log_z`` from the scores' :func:`vocab_summary`
+    (the record's, :func:`score_summary`, computed once), with no ``[rows, steps, V]`` log-softmax.
     Positions whose score row is ``-1`` (after a beam hypothesis ended) read row 0 and must be
     masked out by the caller with :func:`finished_mask`. A streaming-mode record (no step scores
     kept) returns the log-probs its monitor accumulated during generation.
@@ -328,21 +430,28 @@ def chosen_logprobs(record: GenerationRecord, scores: torch.Tensor | None = None
     if scores is None and record.scores is NOT_KEPT and record.streamed_chosen is not None:
         return record.streamed_chosen
     if scores is not None:
-        return _gather_chosen(record, step_logprobs(record, scores))
+        return _gather_chosen(record, scores, None if record.is_beam else vocab_summary(scores))
     sources = (record.scores, record.sequences, record.beam_indices)
-    return record.derived("chosen_logprobs", sources, lambda: _gather_chosen(record, step_logprobs(record)))
+    return record.derived(
+        "chosen_logprobs",
+        sources,
+        lambda: _gather_chosen(record, record.scores, None if record.is_beam else score_summary(record)),
+    )
 
 
-def _gather_chosen(record: GenerationRecord, lp: torch.Tensor) -> torch.Tensor:
+def _gather_chosen(record: GenerationRecord, scores: torch.Tensor, summary: VocabSummary | None) -> torch.Tensor:
     rows = score_rows(record).clamp(min=0)
     tokens = generated_tokens(record)
-    if tokens.shape[1] > lp.shape[1]:
-        raise ValueError(f"{tokens.shape[1]} generated tokens per row but scores for {lp.shape[1]} steps")
+    if tokens.shape[1] > scores.shape[1]:
+        raise ValueError(f"{tokens.shape[1]} generated tokens per row but scores for {scores.shape[1]} steps")
     steps = torch.arange(tokens.shape[1])[None, :]
-    # One gather over the flattened [score_rows * steps * V] log-probs (row r, step t, token v sits at
+    # One gather over the flattened [score_rows * steps * V] scores (row r, step t, token v sits at
     # (r * steps + t) * V + v): no [rows, steps, V] copy of the beam-re-indexed scores is made.
-    flat = (rows * lp.shape[1] + steps) * lp.shape[2] + tokens
-    return lp.reshape(-1).gather(0, flat.reshape(-1)).reshape(tokens.shape)
+    flat = (rows * scores.shape[1] + steps) * scores.shape[2] + tokens
+    values = scores.reshape(-1).gather(0, flat.reshape(-1)).reshape(tokens.shape).float()
+    if summary is None:
+        return values
+    return summary.logprob_at((rows, steps.expand_as(rows)), values)
 
 
 def masked_sum(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -389,6 +498,22 @@ def replay_processing(record: GenerationRecord, raw: torch.Tensor | None = None)
     return _replay(record, raw)
 
 
+def replay_matches(record: GenerationRecord, found: torch.Tensor) -> bool:
+    """Whether :func:`replay_processing` would give ``found`` (``[score_rows, steps, V]``) bit for bit at every
+    step it replays (``-inf == -inf``; a NaN makes them unequal), judged step by step as each step is replayed,
+    without building the ``[score_rows, steps, V]`` replay. False where anything differs or a step cannot be
+    replayed (then the full replay says where), or where there is no reference or no raw logits."""
+    raw = record.logits
+    if record.processing is None or raw is None or raw.shape != found.shape or record.steps > raw.shape[1]:
+        return False
+    rows = int(raw.shape[0])
+    for t in range(record.steps):
+        at = step_history(record, t, rows)
+        if at is None or not torch.equal(found[:, t], record.processing.step(at[0], raw[:, t]).cpu()):
+            return False
+    return True
+
+
 def step_history(record: GenerationRecord, t: int, rows: int) -> tuple[torch.Tensor, torch.Tensor] | None:
     """``(input_ids, known)`` of the ``rows`` score rows at step ``t``: the decoder start (or the prompt) and the
     ``t`` tokens each row had chosen so far, ``[rows, prompt_length + t]``, and ``[rows]`` bool for the rows whose
@@ -414,14 +539,17 @@ def step_history(record: GenerationRecord, t: int, rows: int) -> tuple[torch.Ten
 
 def _replay(record: GenerationRecord, raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     rows, steps, vocab = raw.shape
-    expected = torch.full((rows, steps, vocab), float("nan"))
+    expected = torch.empty((rows, steps, vocab))
     known = torch.zeros(rows, steps, dtype=torch.bool)
+    replayed = 0
     for t in range(min(steps, record.steps)):
         at = step_history(record, t, rows)
         if at is None:
             break
         history, known[:, t] = at
         expected[:, t] = record.processing.step(history, raw[:, t]).cpu()
+        replayed = t + 1
+    expected[:, replayed:] = float("nan")  # the steps not replayed (every step before is written above)
     return expected, known
 
 

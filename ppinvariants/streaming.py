@@ -9,7 +9,7 @@ would have kept for that step. A forward hook on the model
 sees the raw logits of the step. ``generate()`` is not asked for ``output_scores``/``output_logits``:
 no step tensor outlives its step. What is kept across steps:
 
-* the previous step's log-softmax (and, in greedy search, its scores) until the next call reads
+* the previous step's scores and their :func:`~ppinvariants.record.vocab_summary` until the next call reads
   the chosen token as ``input_ids[:, -1]``; the last step's tokens come from the returned sequences;
 * in beam search, per beam row and step, the top ``beams_to_keep`` log-probs and their ids: every
   token beam search can select at a step is among them (it ranks ``log-prob + beam score``, constant
@@ -53,7 +53,7 @@ from .invariants.scores import ENTROPY_OUTSIDE, NAN_SCORE, NOT_NORMALISED, RAW_N
 from .judge import run_invariants
 from .lineage import beam_lineage, prefix_fingerprints
 from .processing import Processing, differences
-from .record import GenerationRecord, entropy, generated_tokens, score_rows, tolerance_for
+from .record import GenerationRecord, VocabSummary, generated_tokens, score_rows, tolerance_for, vocab_summary
 from .report import Result
 
 #: Projected size of the stacked step tensors (``rows x max_new_tokens x V x 4 bytes x 2``, scores and
@@ -169,8 +169,8 @@ class StreamingMonitor(LogitsProcessor):
             "value": _Kept(3, 3),
         }
         # previous step, until the next call reveals the chosen tokens (greedy search, sampling)
-        self.prev_lp: torch.Tensor | None = None
         self.prev_scores: torch.Tensor | None = None
+        self.prev_summary: VocabSummary | None = None  # its vocab_summary: the chosen log-prob without a log-softmax
         # per step: [rows] chosen log-prob / chosen score / best score / best id; beam: top-k per beam row
         self.chosen_lp: list[torch.Tensor] = []
         self.chosen_score: list[torch.Tensor] = []
@@ -231,28 +231,26 @@ class StreamingMonitor(LogitsProcessor):
             self._setup(int(s.shape[-1]))
         t, tol = self.step, self.tolerance
         s = s.float()
-        if self.prev_lp is not None and self.rows_match:
+        if self.prev_summary is not None and self.rows_match:
             self._settle(input_ids[:, -1])
-        bad = (torch.isnan(s) | torch.isposinf(s)).nonzero()
-        self.kept["nan"].add(_with_step(bad, t), s[bad[:, 0], bad[:, 1]])
-        lp = torch.log_softmax(s, dim=-1)
-        p = lp.exp()
-        sums = p.sum(dim=-1)
+        # One vocabulary pass for the finiteness, softmax, entropy and argmax facts: the record checks' own
+        # function (vocab_summary), so both modes judge the same numbers.
+        summary = vocab_summary(s)
+        if not summary.clean:  # amax() propagates NaN and +inf: positions are looked for only then
+            bad = (torch.isnan(s) | torch.isposinf(s)).nonzero()
+            self.kept["nan"].add(_with_step(bad, t), s[bad[:, 0], bad[:, 1]])
+        sums = summary.prob_sum
         bad = (~((sums - 1).abs() <= tol)).nonzero().flatten()  # NaN compares False: caught
         self.kept["sum"].add(torch.stack([bad, torch.full_like(bad, t)], 1), sums[bad])
-        h = entropy(p)
+        h = summary.entropy
         upper = math.log(s.shape[-1])
         bad = (~((h >= -tol) & (h <= upper + tol))).nonzero().flatten()
         self.kept["entropy"].add(torch.stack([bad, torch.full_like(bad, t)], 1), h[bad])
-        del p
         self._judge_processing(input_ids, s, t)
         if self.rows_match:
-            self.prev_lp = lp
+            self.prev_scores, self.prev_summary = s, summary
             if not self.decoding.do_sample:  # greedy: the argmax check reads the scores themselves
-                self.prev_scores = s
-                best, best_id = s.max(dim=-1)
-                self.best.append(best.cpu())
-                self.best_id.append(best_id.cpu())
+                self.best.append(summary.best.cpu())
         elif self.is_beam:
             k = min(max(2, 1 + len(self.conventions.eos_token_ids)) * self.decoding.num_beams, s.shape[-1])
             top = s.topk(k, dim=-1)  # beam search's processed scores are its log-probs (as the record reads them)
@@ -264,11 +262,15 @@ class StreamingMonitor(LogitsProcessor):
 
     def _settle(self, tokens: torch.Tensor) -> None:
         """Read the previous step's chosen tokens: their log-prob (and, greedy, score)."""
-        tok = tokens.to(self.prev_lp.device).long()[:, None]
-        self.chosen_lp.append(self.prev_lp.gather(-1, tok).squeeze(-1).cpu())
-        if self.prev_scores is not None:
-            self.chosen_score.append(self.prev_scores.gather(-1, tok).squeeze(-1).cpu())
-        self.prev_lp = self.prev_scores = None
+        tok = tokens.to(self.prev_scores.device).long()[:, None]
+        chosen = self.prev_scores.gather(-1, tok).squeeze(-1)
+        rows = torch.arange(chosen.shape[0], device=chosen.device)
+        self.chosen_lp.append(self.prev_summary.logprob_at(rows, chosen).cpu())
+        if not self.decoding.do_sample:  # greedy: the argmax check reads the chosen scores themselves
+            self.chosen_score.append(chosen.cpu())
+            # the argmax id, as the record check reads it: only where the chosen token is not the maximum
+            self.best_id.append(self.prev_summary.best_ids_where(chosen < self.prev_summary.best).cpu())
+        self.prev_scores = self.prev_summary = None
 
     def _raw_logits_hook(self, _module: Any, _args: Any, output: Any) -> None:
         logits = getattr(output, "logits", None)
@@ -321,7 +323,7 @@ class StreamingMonitor(LogitsProcessor):
 
     def retained_bytes(self) -> dict[str, int]:
         """Bytes held now: ``per_step`` (O(rows x V): the previous step) and ``scalars`` (O(rows x steps x beams))."""
-        per_step = sum(t.numel() * t.element_size() for t in (self.prev_lp, self.prev_scores) if t is not None)
+        per_step = 0 if self.prev_scores is None else self.prev_scores.numel() * self.prev_scores.element_size()
         lists = (
             self.chosen_lp,
             self.chosen_score,
@@ -341,7 +343,7 @@ class StreamingMonitor(LogitsProcessor):
         Sets ``record.streamed_chosen`` (chosen-token log-probs, ``[rows, steps]``) when they were streamed.
         """
         tokens = generated_tokens(record)
-        if self.rows_match and self.prev_lp is not None:  # the last step's tokens: the returned sequences
+        if self.rows_match and self.prev_summary is not None:  # the last step's tokens: the returned sequences
             self._settle(tokens[:, len(self.chosen_lp)] if tokens.shape[1] > len(self.chosen_lp) else tokens[:, -1])
         steps = tokens.shape[1]
         if self.rows_match and self.chosen_lp:

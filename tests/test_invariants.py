@@ -11,6 +11,7 @@ from _records import healthy_record
 from ppinvariants.invariants import ALL, REGISTRY
 from ppinvariants.judge import run_invariants
 from ppinvariants.record import GenerationRecord, finished_mask, generated_tokens, source_rows
+from ppinvariants.targets import load_target
 
 
 def test_every_invariant_is_quiet_on_every_healthy_tiny_model(arch: str, decoding_name: str) -> None:
@@ -323,3 +324,60 @@ def test_a_row_that_generates_pad_without_eos_is_no_padding() -> None:
     assert any(int(tokens[r, -1]) == pad and not set(tokens[r].tolist()) & set(eos) for r in range(len(texts)))
     [result] = [r for r in run_invariants(record) if r.invariant == "padding_mask_matches_eos"]
     assert result.status == "pass", result.violations[:1]
+
+
+def test_vocab_summary_agrees_with_log_softmax_and_entropy_row_by_row() -> None:
+    """The fused per-distribution facts (one max, then chunks in cache) equal the ``[..., V]`` formulas they
+    replace within float32 rounding, and are NaN exactly where those are: a NaN, a ``+inf``, an all ``-inf`` row."""
+    import math
+
+    from ppinvariants.record import chosen_logprobs, entropy, score_summary, vocab_summary
+
+    torch.manual_seed(0)
+    s = torch.randn(3, 5, 3001) * 4
+    s[0, 0, :10] = float("-inf")  # a few banned tokens
+    s[0, 1, :] = float("-inf")  # no token left
+    s[0, 2, :] = float("-inf")
+    s[0, 2, 17] = 1.5  # one token left (a forced step): entropy 0
+    s[1, 1, 3] = float("nan")
+    s[1, 2, 7] = float("inf")
+    s[2, 3, :] = 2.0  # uniform: entropy log V
+    v = vocab_summary(s)
+    lp = torch.log_softmax(s, dim=-1)
+    p = lp.exp()
+    for fused, reference in ((v.prob_sum, p.sum(dim=-1)), (v.entropy, entropy(p))):
+        assert torch.equal(fused.isnan(), reference.isnan())
+        assert torch.allclose(fused, reference, atol=1e-5, rtol=0, equal_nan=True)
+    assert float(v.entropy[0, 2]) == 0.0
+    assert abs(float(v.entropy[2, 3]) - math.log(3001)) < 1e-5
+    best, best_id = s.max(dim=-1)
+    assert torch.equal(v.best.nan_to_num(7.0), best.nan_to_num(7.0))
+    where = torch.rand(best.shape) < 0.5
+    assert torch.equal(v.best_ids_where(where), torch.where(where, best_id, -1))
+    assert not v.clean and vocab_summary(s[2:]).clean
+    tokens = torch.tensor([[4, 17], [0, 9]])
+    picked = s[[0, 2], :2].gather(-1, tokens[..., None]).squeeze(-1)
+    at = (torch.tensor([[0], [2]]), torch.arange(2)[None, :])
+    reference = lp[[0, 2], :2].gather(-1, tokens[..., None]).squeeze(-1)  # -inf (banned) and NaN (no token left)
+    assert torch.allclose(v.logprob_at(at, picked), reference, atol=1e-5, rtol=0, equal_nan=True)
+
+    rec = healthy_record("bart", "greedy")  # the record's chosen log-probs: those of log_softmax
+    mask, _ = finished_mask(generated_tokens(rec), rec.conventions.eos_token_ids)
+    full = torch.log_softmax(rec.scores, dim=-1).gather(-1, generated_tokens(rec)[..., None]).squeeze(-1)
+    assert torch.allclose(chosen_logprobs(rec)[mask.bool()], full[mask.bool()], atol=1e-5, rtol=0)
+    assert score_summary(rec) is score_summary(rec)  # computed once per record
+
+
+@pytest.mark.parametrize("arch", ["bart", "gpt2"])
+def test_transition_scores_of_log_softmaxed_steps_equal_transformers_own_normalisation(arch: str) -> None:
+    """The capture hands transformers' compute_transition_scores its steps log-softmaxed (a contiguous pass each)
+    instead of letting it normalise: the same reading as its own ``normalize_logits=True``."""
+    from ppinvariants import _compat
+
+    rec = healthy_record(arch, "greedy")
+    model = load_target(f"tiny:{arch}").model
+    steps = tuple(rec.scores.unbind(1))
+    ours = _compat.compute_transition_scores(model, rec.sequences, steps, None, normalize_logits=True)
+    theirs = model.compute_transition_scores(rec.sequences, steps, normalize_logits=True)
+    assert ours.shape == theirs.shape
+    assert torch.allclose(ours, theirs, atol=1e-5, rtol=0, equal_nan=True)

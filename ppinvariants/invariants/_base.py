@@ -82,7 +82,7 @@ def generated_context(record: GenerationRecord, row: int, step: int, width: int 
 
 def step_summary(record: GenerationRecord, row: int, step: int, k: int = 3) -> str:
     """``; top: 'a' 0.41, 'b' 0.20, 'c' 0.10; entropy 2.31`` for the step distribution behind ``row``, as explain shows it."""
-    from ..record import NOT_KEPT, entropy, log_probs, score_rows
+    from ..record import NOT_KEPT, log_probs, score_rows, vocab_summary
 
     if record.scores is None or record.scores is NOT_KEPT or step >= record.scores.shape[1] or step >= record.steps:
         return ""
@@ -93,7 +93,7 @@ def step_summary(record: GenerationRecord, row: int, step: int, k: int = 3) -> s
     p = lp.exp()
     if not bool(torch.isfinite(p).all()):
         return "; top: (not a distribution)"
-    h = float(entropy(p))
+    h = float(vocab_summary(record.scores[src, step]).entropy)  # as step_entropy_within_bounds reads it
     top_p, top_i = p.topk(min(k, p.shape[-1]))
     top = ", ".join(f"{record.token_text(int(i))!r} {float(q):.2f}" for q, i in zip(top_p, top_i, strict=True))
     return f"; top: {top}; entropy {h:.2f}"

@@ -12,7 +12,7 @@ from ..record import (
     generated_tokens,
     masked_sum,
     score_rows,
-    step_logprobs,
+    score_summary,
 )
 from ..report import Violation
 from ._base import from_positions, invariant, make, merge
@@ -32,10 +32,13 @@ def chosen_logprob_gather_matches_indexing(record: GenerationRecord) -> list[Vio
     mask, _ = finished_mask(tokens, record.conventions.eos_token_ids)
     live = mask.bool()
     gathered = chosen_logprobs(record)
-    lp = step_logprobs(record)
     rows = score_rows(record).clamp(min=0)
     steps = torch.arange(record.steps).expand_as(rows)
-    indexed = lp[rows, steps, tokens]
+    # lp[rows, steps, tokens] of the step log-probs (step_logprobs), read by advanced indexing: beam scores are
+    # log-probs as they are; other scores' log_softmax at these entries from the record's vocab_summary.
+    indexed = record.scores[rows, steps, tokens].float()
+    if not record.is_beam:
+        indexed = score_summary(record).logprob_at((rows, steps), indexed)
     tol = record.tolerance
     parts = []
     differ = live & ~torch.isclose(gathered, indexed, atol=tol, rtol=0, equal_nan=True)
@@ -102,16 +105,17 @@ def greedy_tokens_are_argmax(record: GenerationRecord) -> list[Violation]:
     tokens = generated_tokens(record)
     s = record.scores.float()
     chosen = s.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
-    best, best_id = s.max(dim=-1)
-    return greedy_argmax_violations(record, tokens, chosen, best, best_id)
+    summary = score_summary(record)  # the maxima, computed once per record with the other vocabulary facts
+    best_id = summary.best_ids_where(chosen < summary.best)  # the argmax id, read only where it is not the token
+    return greedy_argmax_violations(record, tokens, chosen, summary.best, best_id)
 
 
 def greedy_argmax_violations(
     record: GenerationRecord, tokens: torch.Tensor, chosen: torch.Tensor, best: torch.Tensor, best_id: torch.Tensor
 ) -> list[Violation]:
     """Violations of :func:`greedy_tokens_are_argmax` from the per-step chosen score, best score and its id
-    (``[rows, steps]`` each): ``live & (chosen < best)``. Streaming mode, which keeps only these scalars,
-    judges through this function too."""
+    (``[rows, steps]`` each; ``best_id`` is read only where ``chosen < best``): ``live & (chosen < best)``.
+    Streaming mode, which keeps only these scalars, judges through this function too."""
     name = "greedy_tokens_are_argmax"
     mask, _ = finished_mask(tokens, record.conventions.eos_token_ids)
     wrong = (mask.bool() & (chosen < best)).nonzero()

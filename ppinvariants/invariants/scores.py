@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from ..record import GenerationRecord, entropy, score_probs
+from ..record import GenerationRecord, score_summary
 from ..report import Violation
 from ._base import from_positions, invariant, make, merge
 
@@ -27,8 +27,9 @@ def scores_have_no_nan_or_posinf(record: GenerationRecord) -> list[Violation]:
     name = "scores_have_no_nan_or_posinf"
     parts = []
     s = record.scores
-    # max() propagates NaN: a finite maximum proves no NaN and no +inf in one pass, without a mask.
-    clean = s.numel() == 0 or bool(torch.isfinite(s.max()))
+    # amax() propagates NaN and +inf: finite maxima (the record's vocab_summary, shared with the softmax, entropy and argmax
+    # checks) prove no NaN and no +inf, without a mask; only otherwise are the positions looked for.
+    clean = s.numel() == 0 or score_summary(record).clean
     bad = torch.empty(0, 3, dtype=torch.long) if clean else (torch.isnan(s) | torch.isposinf(s)).nonzero()
     parts.append(
         from_positions(
@@ -71,13 +72,14 @@ def scores_have_no_nan_or_posinf(record: GenerationRecord) -> list[Violation]:
 
 @invariant("scores")
 def softmax_rows_sum_to_one(record: GenerationRecord) -> list[Violation]:
-    """``exp(log_softmax(scores))`` sums to 1 over the vocabulary at every row and step (dtype-aware tolerance).
+    """The softmax of the scores sums to 1 over the vocabulary at every row and step (dtype-aware tolerance).
 
     A row that cannot be normalised (all ``-inf``, or NaN anywhere) has no distribution to sample
-    from or score with; generate() would pick an arbitrary token there.
+    from or score with; generate() would pick an arbitrary token there. The sums are the record's
+    :func:`~ppinvariants.record.vocab_summary` (``sum exp(s - max) / Z``), with no ``[rows, steps, V]`` softmax.
     """
     name = "softmax_rows_sum_to_one"
-    sums = score_probs(record).sum(dim=-1)
+    sums = score_summary(record).prob_sum
     bad = (~((sums - 1).abs() <= record.tolerance)).nonzero()  # NaN compares False: caught
     return from_positions(
         bad,
@@ -99,10 +101,11 @@ def step_entropy_within_bounds(record: GenerationRecord) -> list[Violation]:
     """The entropy of each step distribution lies in ``[0, log V]``.
 
     Entropy is a sum of non-negative terms bounded by the uniform distribution's ``log V``; a value
-    outside means the scores are not a valid distribution (NaN, wrong axis normalised).
+    outside means the scores are not a valid distribution (NaN, wrong axis normalised). The entropies are
+    the record's :func:`~ppinvariants.record.vocab_summary` (``log Z - sum(e * (s - max)) / Z``).
     """
     name = "step_entropy_within_bounds"
-    h = entropy(score_probs(record))
+    h = score_summary(record).entropy
     upper = math.log(record.scores.shape[-1])
     tol = record.tolerance
     bad = (~((h >= -tol) & (h <= upper + tol))).nonzero()
