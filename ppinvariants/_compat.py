@@ -49,22 +49,10 @@ def compute_transition_scores(
     beam_indices: torch.Tensor | None,
     normalize_logits: bool,
 ) -> torch.Tensor | None:
-    """transformers' own per-token transition scores, or None where the model lacks the method.
-
-    With ``normalize_logits``, where the scores are as wide as the vocabulary size the method indexes by
-    (every model of the zoo), each step is handed over already log-softmaxed (``torch.log_softmax`` over its
-    last, contiguous axis) with ``normalize_logits=False``: the same numbers, up to float rounding, as the
-    method's own normalisation, which re-stacks all steps, copies them transposed and log-softmaxes along a
-    strided axis (about 3x the time, the dearest part of a capture on a 96k vocabulary). transformers'
-    reading of which score row, step and token each chosen log-prob is, the part held against ours, is
-    unchanged. Other widths take the method's own path, as before.
-    """
+    """transformers' own per-token transition scores, or None where the model lacks the method."""
     fn = getattr(model, "compute_transition_scores", None)
     if fn is None:
         return None
-    if normalize_logits and scores and _indexes_by_width(model, int(scores[0].shape[-1])):
-        scores = tuple(torch.log_softmax(s, dim=-1) for s in scores)
-        normalize_logits = False
     try:
         return fn(sequences, scores, beam_indices=beam_indices, normalize_logits=normalize_logits)
     except (AttributeError, RuntimeError):
@@ -74,17 +62,6 @@ def compute_transition_scores(
         if scores and scores[0].shape[-1] != getattr(model.config, "vocab_size", None):
             return None
         raise
-
-
-def _indexes_by_width(model: Any, width: int) -> bool:
-    """Whether ``compute_transition_scores`` reshapes and indexes the stacked scores by ``width``: the
-    vocabulary size it reads (the text config's in 5.x, ``config.vocab_size`` in 4.x) is ``width``, whichever
-    of the two the installed version reads."""
-    config = model.config
-    sizes = {getattr(config, "vocab_size", None)}
-    if hasattr(config, "get_text_config"):
-        sizes.add(getattr(config.get_text_config(), "vocab_size", None))
-    return sizes == {width}
 
 
 def tokenizer_vocab_size(tokenizer: Any) -> int:
