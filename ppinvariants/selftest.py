@@ -376,7 +376,7 @@ FAULTS: tuple[Fault, ...] = (
 ) + (CAUSAL_FAULTS if _compat.checks_decoder_only() else ())
 
 #: Healthy models checked by the self-test besides the default set: speech and vision models.
-HEALTHY_EXTRA: tuple[str, ...] = ("whisper", "vision-encoder-decoder", "speech-encoder-decoder")
+HEALTHY_EXTRA: tuple[str, ...] = ("whisper", "vision-encoder-decoder", "speech-encoder-decoder", "speech2text")
 
 
 # ------------------------------------------------------------------------------- running

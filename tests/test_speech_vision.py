@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from _records import tiny_target
 
 from ppinvariants import capture
@@ -52,7 +53,7 @@ def _status(rec: GenerationRecord, name: str) -> tuple[str, str]:
 
 
 def test_whisper_stays_out_of_the_text_sets() -> None:
-    assert SPEECH_VISION_ARCHITECTURES == ("whisper", "vision-encoder-decoder", "speech-encoder-decoder")
+    assert SPEECH_VISION_ARCHITECTURES == ("whisper", "vision-encoder-decoder", "speech-encoder-decoder", "speech2text")
     assert not set(SPEECH_VISION_ARCHITECTURES) & (set(ARCHITECTURES) | set(ALL_ARCHITECTURES))
 
 
@@ -61,6 +62,11 @@ def test_default_inputs_are_deterministic_and_varied() -> None:
     assert all(np.array_equal(x, y) and x.dtype == np.float32 and x.ndim == 1 for x, y in zip(a, b, strict=True))
     assert len({len(x) for x in a}) >= 4 and any(not x.any() for x in a)  # lengths differ; a silence
     assert len({im.size for im in default_images()}) == len(default_images())
+    dithered = default_audio(exact_silence=False)
+    quiet = [i for i, x in enumerate(a) if not x.any()]
+    assert [len(x) for x in dithered] == [len(x) for x in a] and all(dithered[i].any() for i in quiet)
+    assert all(np.array_equal(dithered[i], a[i]) for i in range(len(a)) if i not in quiet)
+    assert max(float(np.abs(dithered[i]).max()) for i in quiet) < 1e-3
 
 
 def test_whisper_target_conventions_and_inputs() -> None:
@@ -164,16 +170,19 @@ def test_factory_with_a_processor_and_a_model_without_one(tmp_path: Path) -> Non
         load_target(f"{factory}:no_processor")
 
 
-def _saved_whisper(tmp_path: Path) -> Path:
-    target = load_target("tiny:whisper")
-    out = tmp_path / "whisper-ckpt"
+def _saved_whisper(tmp_path: Path, arch: str = "whisper") -> Path:
+    target = load_target(f"tiny:{arch}")
+    out = tmp_path / f"{arch}-ckpt"
     target.model.save_pretrained(out)
     target.processor.save_pretrained(out)
     return out
 
 
-def test_saved_checkpoint_dir_checks_with_the_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    out = _saved_whisper(tmp_path)
+@pytest.mark.parametrize("arch", ["whisper", "speech2text"])
+def test_saved_checkpoint_dir_checks_with_the_cli(
+    arch: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = _saved_whisper(tmp_path, arch)
     assert main(["check", str(out), "--decoding", "greedy", "-q"]) == 0, capsys.readouterr().out
     (out / "preprocessor_config.json").unlink(missing_ok=True)
     (out / "processor_config.json").unlink()
@@ -207,8 +216,37 @@ def test_speech_encoder_decoder_pads_clips_with_a_mask_and_passes_greedy() -> No
     assert not bad, [(r.invariant, r.reason) for r in bad]
 
 
+def test_speech2text_takes_frames_with_a_mask_and_passes_greedy() -> None:
+    target = tiny_target("speech2text")
+    assert target.modality == "audio" and target.conventions.takes_input_mask
+    inputs = default_inputs(target)
+    assert all(x.any() for x in inputs)  # its silent clip dithered: the extractor normalises each utterance
+    batch, _, _ = encode_inputs(target, inputs)
+    assert set(batch) == {"input_features", "attention_mask"} and bool(torch.isfinite(batch["input_features"]).all())
+    lengths = batch["attention_mask"].sum(dim=1)
+    assert len(set(lengths.tolist())) == len(inputs) and int(lengths.max()) == batch["input_features"].shape[1]
+    rec = capture(target, inputs, GREEDY)
+    bad = [r for r in run_invariants(rec) if r.status in ("fail", "error")]
+    assert not bad, [(r.invariant, r.reason) for r in bad]
+    eos = target.conventions.eos_token_ids[0]
+    generated = rec.sequences[:, rec.prompt_length :]
+    ends = (generated == eos).any(dim=1)
+    assert int(ends.sum()) >= len(inputs) - 1  # most rows end (min_length=6 holds back early eos)
+    assert len(set((generated[ends] == eos).int().argmax(dim=1).tolist())) >= 3  # at varied lengths
+
+
+def test_a_silent_clip_for_utterance_cmvn_is_one_clear_line() -> None:
+    target = tiny_target("speech2text")
+    clips = [*default_inputs(target)[:2], np.zeros(4800, dtype=np.float32)]
+    with pytest.raises(UsageError, match=r"audio input #2: .*normalises each utterance by its own variance"):
+        encode_inputs(target, clips)
+    whisper = tiny_target("whisper")  # a log-mel extractor without per-utterance variance: silence is fine
+    batch, _, _ = encode_inputs(whisper, clips)
+    assert bool(torch.isfinite(batch["input_features"]).all())
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("arch", ["vision-encoder-decoder", "speech-encoder-decoder"])
+@pytest.mark.parametrize("arch", ["vision-encoder-decoder", "speech-encoder-decoder", "speech2text"])
 def test_composite_models_pass_check_in_record_and_streaming_mode(arch: str) -> None:
     for streaming in (False, True):
         report = check_loaded(load_target(f"tiny:{arch}"), streaming=streaming)
@@ -228,8 +266,9 @@ def test_whisper_passes_check_in_record_and_streaming_mode() -> None:
 
 
 @pytest.mark.slow
-def test_shipped_suite_on_a_saved_whisper_dir(tmp_path: Path) -> None:
-    out = _saved_whisper(tmp_path)
+@pytest.mark.parametrize("arch", ["whisper", "speech2text"])
+def test_shipped_suite_on_a_saved_speech_dir(arch: str, tmp_path: Path) -> None:
+    out = _saved_whisper(tmp_path, arch)
     proc = subprocess.run(
         [
             sys.executable,
