@@ -30,6 +30,10 @@ class Rerun:
     rows: list[int] = field(default_factory=list)  # which rows of the original record these are
     sequences_scores: torch.Tensor | None = None  # beam search only
     prompt_length: int = 1  # columns of sequences before the first generated token (a decoder-only prompt's width)
+    # Record rows not to be judged against this run, and why (audio padded wider: clips whose padding in the
+    # record's batch was shorter than the frames their encoder reads past the mask).
+    unjudged: list[int] = field(default_factory=list)
+    unjudged_why: str = ""
 
 
 #: Evidence depths. ``standard`` is what a CI gate can afford: per decoding, two teacher-forced
@@ -282,16 +286,31 @@ def _permuted_run(target: Any, record: GenerationRecord) -> Rerun:
 
     The extra columns are padding on the tokenizer's padding side, masked out, so every row sees
     other neighbours and another amount of padding than in the record's batch. They are left out
-    when they would not fit the model's positions.
+    when they would not fit the model's positions. Audio under an attention mask is padded wider
+    likewise (:func:`widened_audio`); other speech and vision batches are reversed only.
     """
 
     nrs = record.decoding.num_return_sequences
     order = list(range(record.input_ids.shape[0]))[::-1]
     if record.encoder_inputs is not None:
-        # A speech or vision batch: reversed only (its encoder inputs have the processor's fixed width or
-        # padding; there are no token columns to add).
-        run = _generate(target, record.model_inputs(order), record.decoding)
+        # A speech or vision batch: reversed, and audio under an attention mask padded wider too (see
+        # widened_audio); Whisper's fixed window and resized images have no padding to widen.
+        batch = widened_audio(target, record.model_inputs(order))
+        run = _generate(target, batch, record.decoding)
         run.rows = [o * nrs + j for o in order for j in range(nrs)]
+        reach = _compat.frames_read_past_the_mask(target.model)
+        mask = (record.encoder_inputs or {}).get("attention_mask")
+        if reach and mask is not None and audio_padding(record.model_inputs()) is not None:
+            padding = (mask.shape[1] - mask.sum(dim=1)).tolist()
+            short = [i for i, n in enumerate(padding) if n < reach]
+            run.unjudged = [i * nrs + j for i in short for j in range(nrs)]
+            if short:
+                rows = ", ".join(f"#{i}" for i in short)
+                run.unjudged_why = (
+                    f"input {rows} not judged in it: padded by fewer than {reach} frames in the batch, and "
+                    f"{record.model_type}'s convolutional subsampler reads {reach} frames past a clip before the "
+                    "mask applies, so more padding changes its last encoder states by design"
+                )
         return run
     ids, mask = record.input_ids[order], record.attention_mask[order]
     extra = EXTRA_PADDING if ids.shape[1] + EXTRA_PADDING <= input_limit(target.tokenizer, target.model).tokens else 0
@@ -305,6 +324,40 @@ def _permuted_run(target: Any, record: GenerationRecord) -> Rerun:
     run = _generate(target, {"input_ids": ids, "attention_mask": mask}, record.decoding)
     run.rows = [o * nrs + j for o in order for j in range(nrs)]
     return run
+
+
+def audio_padding(batch: dict[str, torch.Tensor]) -> tuple[str, int] | None:
+    """For an audio batch under an attention mask over its time axis (``input_values`` samples of a wav2vec2,
+    ``input_features`` frames of Speech2Text): its input key and how many steps :func:`widened_audio` adds
+    (an eighth of the width, at least :data:`EXTRA_PADDING`: enough to add encoder positions after the
+    encoders' downsampling). None where there is no such mask (Whisper pads to a fixed window and takes
+    none; images are resized to one size)."""
+    mask = batch.get("attention_mask")
+    key = next((k for k in ("input_values", "input_features") if k in batch), None)
+    if mask is None or key is None or batch[key].dim() < 2 or batch[key].shape[1] != mask.shape[1]:
+        return None
+    return key, max(EXTRA_PADDING, int(mask.shape[1]) // 8)
+
+
+def widened_audio(target: Any, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``batch`` with :func:`audio_padding`'s extra steps of padding on the feature extractor's padding side,
+    filled with its padding value (what it pads shorter clips with) and masked out; unchanged where
+    :func:`audio_padding` is None."""
+    found = audio_padding(batch)
+    if found is None:
+        return batch
+    key, extra = found
+    extractor = getattr(getattr(target, "processor", None), "feature_extractor", None)
+    value = float(getattr(extractor, "padding_value", 0.0) or 0.0)
+    left = getattr(extractor, "padding_side", "right") == "left"
+    x, mask = batch[key], batch["attention_mask"]
+    pad_x = torch.full((x.shape[0], extra, *x.shape[2:]), value, dtype=x.dtype)
+    pad_mask = torch.zeros((mask.shape[0], extra), dtype=mask.dtype)
+    return {
+        **batch,
+        key: torch.cat([pad_x, x] if left else [x, pad_x], dim=1),
+        "attention_mask": torch.cat([pad_mask, mask] if left else [mask, pad_mask], dim=1),
+    }
 
 
 def _train_mode_differs(target: Any, batch: dict[str, torch.Tensor], record: GenerationRecord) -> bool:

@@ -373,6 +373,14 @@ FAULTS: tuple[Fault, ...] = (
         _post_process(_timestamps_reordered),
         arch="whisper",
     ),
+    # Speech under an attention mask: the encoder attends to the padded frames (caught by the batch padded wider).
+    Fault(
+        "audio_mask_ignored",
+        "a speech encoder ignores the attention mask over padded audio",
+        "hook",
+        _encoder_ignores_mask,
+        arch="speech2text",
+    ),
 ) + (CAUSAL_FAULTS if _compat.checks_decoder_only() else ())
 
 #: Healthy models checked by the self-test besides the default set: speech and vision models.

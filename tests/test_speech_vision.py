@@ -235,6 +235,29 @@ def test_speech2text_takes_frames_with_a_mask_and_passes_greedy() -> None:
     assert len(set((generated[ends] == eos).int().argmax(dim=1).tolist())) >= 3  # at varied lengths
 
 
+def test_audio_under_a_mask_is_padded_wider_and_a_mask_ignored_is_caught() -> None:
+    from ppinvariants.evidence import widened_audio
+    from ppinvariants.selftest import _encoder_ignores_mask
+
+    target = tiny_target("speech2text")
+    batch, _, _ = encode_inputs(target, default_inputs(target))
+    wide = widened_audio(target, batch)
+    extra = wide["input_features"].shape[1] - batch["input_features"].shape[1]
+    assert extra == batch["input_features"].shape[1] // 8 and not wide["attention_mask"][:, -extra:].any()
+    assert not wide["input_features"][:, -extra:].any()
+    rec = capture(target, default_inputs(target), GREEDY)
+    status, note = _status(rec, "batch_and_padding_invariance")
+    assert status == "pass" and f"padded {extra} frames of input_features wider" in note
+    # The longest clip (#3, unpadded in the batch) is left out: the conv subsampler reads frames past it.
+    assert "input #3 not judged" in note and "convolutional subsampler" in note
+    broken = load_target("tiny:speech2text")
+    _encoder_ignores_mask(broken)
+    status, _ = _status(capture(broken, default_inputs(broken), GREEDY), "batch_and_padding_invariance")
+    assert status == "fail"
+    status, note = _status(whisper_record(), "batch_and_padding_invariance")
+    assert status == "pass" and "reversed only" in note and "no attention mask" in note
+
+
 def test_a_silent_clip_for_utterance_cmvn_is_one_clear_line() -> None:
     target = tiny_target("speech2text")
     clips = [*default_inputs(target)[:2], np.zeros(4800, dtype=np.float32)]

@@ -180,6 +180,7 @@ def _compare_rerun(  # noqa: ANN001
     *,
     near_ties: bool = False,
     kind: str | None = None,
+    unjudged: tuple[int, ...] = (),
 ) -> list[Violation]:
     """Tokens of ``run`` (rows mapped to ``rows`` of the record) equal the record's, up to each row's eos.
 
@@ -197,6 +198,9 @@ def _compare_rerun(  # noqa: ANN001
     differ[:, :width] = live[:, :width] & (tokens[:, :width] != other[:, :width])
     if other.shape[1] < tokens.shape[1]:
         differ[:, width:] = live[:, width:]
+    for r, row in enumerate(rows):  # record rows this run cannot judge (see Rerun.unjudged)
+        if row in unjudged:
+            differ[r] = False
     bad = differ.nonzero()
 
     def build(p: tuple[int, ...]) -> Violation:
@@ -246,15 +250,30 @@ def _compare_rerun(  # noqa: ANN001
 
 
 def _unpadded_note(record: GenerationRecord) -> str | None:
-    """For a speech or vision batch: which part of the property was judged (the batch reversed, its padding
-    as the processor made it), and whether the encoder takes an attention mask."""
+    """For a speech or vision batch: which part of the property was judged. Audio under an attention mask:
+    the batch reversed and padded wider (how much, in what); otherwise the batch reversed only, and why."""
+    from ..evidence import audio_padding
+
     if record.modality == "text":
         return None
-    mask = "with" if record.encoder_inputs and "attention_mask" in record.encoder_inputs else "without"
-    return (
-        f"{record.modality} inputs ({record.model_type}, {mask} an attention mask): judged on the batch reversed; "
-        "its inputs are not padded wider than the processor padded them"
-    )
+    found = audio_padding(record.model_inputs()) if record.encoder_inputs else None
+    if found is not None:
+        key, extra = found
+        unit = "samples" if key == "input_values" else "frames"
+        permuted = getattr(record.evidence, "permuted", None)
+        why = getattr(permuted, "unjudged_why", "")
+        return (
+            f"audio inputs ({record.model_type}, with an attention mask): judged on the batch reversed and padded "
+            f"{extra} {unit} of {key} wider, masked out" + (f"; {why}" if why else "")
+        )
+    if record.modality == "image":
+        why = "the image processor resizes every image to one size: there is no padding to widen"
+    else:
+        why = (
+            "its encoder takes no attention mask over its inputs (Whisper's: a fixed window the feature "
+            "extractor pads to), so wider padding would change what it hears by design"
+        )
+    return f"{record.modality} inputs ({record.model_type}): judged on the batch reversed only; {why}"
 
 
 @invariant("consistency", note=_unpadded_note)
@@ -267,8 +286,9 @@ def batch_and_padding_invariance(record: GenerationRecord) -> list[Violation]:
     (encoder, cross-attention, position ids). The reversed batch gets
     :data:`ppinvariants.evidence.EXTRA_PADDING` more padding columns, so every row (the unpadded
     longest input too) is padded differently there; thorough evidence also generates each input
-    alone, without padding. A speech or vision batch is reversed only (its padding is the processor's;
-    the result's note says so). Sampling is exempt: its random draws depend on the
+    alone, without padding. Audio under an attention mask (wav2vec2's samples, Speech2Text's frames) is
+    padded wider likewise; other speech and vision batches are reversed only (Whisper's window is fixed,
+    images are resized to one size; the result's note says which). Sampling is exempt: its random draws depend on the
     batch layout. A first divergence between two tokens whose log-probs are within the dtype's
     tolerance is a tie at that precision (padding changes the kernels' rounding), not a violation.
     """
@@ -306,6 +326,7 @@ def batch_and_padding_invariance(record: GenerationRecord) -> list[Violation]:
                 ev.permuted.rows,
                 near_ties=True,
                 kind="permuted",
+                unjudged=tuple(getattr(ev.permuted, "unjudged", ())),
             )
         )
     return merge(*parts)
