@@ -18,7 +18,7 @@ from .errors import UsageError
 from .evidence import collect_evidence
 from .lengths import input_limit
 from .processing import Processing, build_processing
-from .record import NOT_KEPT, GenerationRecord, stack_steps
+from .record import LOGITS_OF_FIRST_BEAMS, NOT_KEPT, GenerationRecord, stack_steps
 
 
 def encode(
@@ -311,13 +311,7 @@ def capture(
                 beam_indices >= 0, torch.arange(beam_indices.shape[0], device=beam_indices.device)[:, None], -1
             )
             raw_logits, per_hypothesis = None, True
-            processing, processing_error = (
-                None,
-                (
-                    "the model's generate() returns under beam search the raw logits of the first beam rows, "
-                    "not of each returned hypothesis: nothing to replay the processors on"
-                ),
-            )
+            processing, processing_error = None, LOGITS_OF_FIRST_BEAMS
         transition = None
         if keep_scores:
             transition = _compat.compute_transition_scores(

@@ -17,7 +17,7 @@ from ppinvariants import capture
 from ppinvariants.capturing import default_inputs, encode_inputs, timestamps_on
 from ppinvariants.cli import main
 from ppinvariants.conventions import ANY_LANGUAGE, forced_decoder_prompt
-from ppinvariants.decoding import GREEDY
+from ppinvariants.decoding import BEAM, GREEDY
 from ppinvariants.errors import TargetError, UsageError
 from ppinvariants.judge import run_invariants
 from ppinvariants.record import GenerationRecord
@@ -145,6 +145,15 @@ def test_timestamp_check_fires_on_decreasing_and_unpaired_timestamps() -> None:
     rec.sequences[0, P] = rec.sequences[0, P + 1] if int(rec.sequences[0, P + 1]) < begin else 5
     [result] = [r for r in run_invariants(rec) if r.invariant == "timestamps_paired_and_non_decreasing"]
     assert result.status == "fail" and "first generated token is not a timestamp" in result.violations[0].message
+
+
+def test_whisper_beam_summary_gives_its_one_reason_once() -> None:
+    # Whisper's beam search returns raw logits of the first beam rows only: the replay and rescoring checks
+    # skip for that one reason, and the summary line says it once, in one wording.
+    target = check_loaded(tiny_target("whisper"), decodings=[BEAM])
+    lost = {r.reason for r in target.results if r.status == "skip" and r.skip_kind == "lost"}
+    assert len(lost) == 1 and "first beam rows" in next(iter(lost))
+    assert target.summary.count("first beam rows") == 1 and "rebuilt" not in target.summary, target.summary
 
 
 def test_sequence_logprobs_of_a_whisper_record_match_its_steps() -> None:

@@ -13,6 +13,7 @@ import torch
 
 from ..errors import NotApplicable, NotJudged
 from ..record import (
+    LOGITS_OF_FIRST_BEAMS,
     GenerationRecord,
     finished_mask,
     generated_tokens,
@@ -66,10 +67,7 @@ def _raw_logits_per_row(record: GenerationRecord) -> torch.Tensor:
     """Generation-time raw logits re-indexed to returned rows, ``[rows, steps, V]``."""
     if record.logits is None:
         if record.scores_per_hypothesis:
-            raise NotJudged(
-                "the model's generate() returns under beam search the raw logits of the first beam rows, "
-                "not of each returned hypothesis"
-            )
+            raise NotJudged(LOGITS_OF_FIRST_BEAMS)
         raise NotJudged("this transformers version returns no raw logits")
     rows = score_rows(record).clamp(min=0)
     steps = torch.arange(record.steps).expand_as(rows)
