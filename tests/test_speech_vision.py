@@ -147,6 +147,19 @@ def test_timestamp_check_fires_on_decreasing_and_unpaired_timestamps() -> None:
     assert result.status == "fail" and "first generated token is not a timestamp" in result.violations[0].message
 
 
+def test_a_clip_longer_than_whispers_window_is_noted_as_truncated() -> None:
+    from ppinvariants.signals import clip
+
+    target = tiny_target("whisper")  # a 1 s window (real checkpoints: 30 s)
+    clips = [clip("tone", 1.5), clip("noise", 0.5, seed=1)]
+    assert encode_inputs(target, clips)[1] == [0]
+    assert encode_inputs(tiny_target("speech2text"), clips)[1] == []  # no fixed window: nothing cut
+    report = check_loaded(target, texts=clips, decodings=[GREEDY])
+    assert report.status == "pass"
+    [note] = [n for n in report.notes if "truncated" in n]
+    assert note.startswith("inputs [0] were longer than the feature extractor's window, 1 s") and "long-form" in note
+
+
 def test_whisper_beam_summary_gives_its_one_reason_once() -> None:
     # Whisper's beam search returns raw logits of the first beam rows only: the replay and rescoring checks
     # skip for that one reason, and the summary line says it once, in one wording.
