@@ -384,4 +384,7 @@ def test_audio_and_image_strategies_are_valid_and_shrink_to_the_simplest() -> No
     valid()
     simplest = find(audio_batches(), lambda clips: True, settings=settings(database=None))
     assert len(simplest) == 1 and len(simplest[0]) == 1 and not simplest[0].any()  # one sample of silence
+    # For an extractor that normalises each utterance (Speech2Text): 50 ms at least, dithered silence.
+    dithered = find(audio_batches(min_seconds=0.05, dither=1e-4), lambda clips: True, settings=settings(database=None))
+    assert len(dithered) == 1 and len(dithered[0]) == 800 and dithered[0].any() and np.abs(dithered[0]).max() < 1e-3
     assert [im.size for im in find(image_batches(), lambda ims: True, settings=settings(database=None))] == [(1, 1)]
