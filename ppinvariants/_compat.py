@@ -112,6 +112,20 @@ def speech_vision_model_class(config: Any) -> Any:
     return getattr(transformers, "AutoModelForVision2Seq", None) or transformers.AutoModelForImageTextToText
 
 
+def frames_read_past_the_mask(model: Any) -> int:
+    """How many padding frames after a clip a speech model's encoder reads before its attention mask applies
+    (0 where it reads none). Speech2Text's convolutional subsampler (stride 2 per layer, zero-padded by half
+    its kernel) runs over the padded frames unmasked, so the last encoder positions of a clip see the frames
+    after it: a clip padded by fewer frames than this gives other encoder states than one padded by more, by
+    design (fairseq's subsampler does the same). Per layer, half its kernel times the stride before it, plus
+    the total stride as a margin."""
+    config = getattr(model, "config", None)
+    if str(getattr(config, "model_type", "")) != "speech_to_text":
+        return 0
+    kernels = [int(k) for k in getattr(config, "conv_kernel_sizes", ()) or ()]
+    return sum((k // 2) * 2**i for i, k in enumerate(kernels)) + 2 ** len(kernels)
+
+
 def builds_own_processors(model: Any) -> bool:
     """Whether the model's ``generate()`` builds logits processors of its own before the library's (Whisper's
     ``_retrieve_logit_processors``: suppress, begin-suppress, the timestamp rules) and sets its decoder prompt

@@ -18,7 +18,7 @@ from .errors import UsageError
 from .evidence import collect_evidence
 from .lengths import input_limit
 from .processing import Processing, build_processing
-from .record import NOT_KEPT, GenerationRecord, stack_steps
+from .record import LOGITS_OF_FIRST_BEAMS, NOT_KEPT, GenerationRecord, stack_steps
 
 
 def encode(
@@ -93,8 +93,16 @@ def encode_inputs(target: Any, inputs: list[Any]) -> tuple[dict[str, torch.Tenso
         default = inspect.signature(extractor.__call__).parameters.get("padding")
         pads = default is not None and default.default not in (False, None, "do_not_pad")
         extra = {} if pads else {"padding": True}
-        out = extractor(clips, sampling_rate=rate, return_tensors="pt", return_attention_mask=mask, **extra)
+        # Non-finite features (a silent clip under utterance CMVN: 0/0) are refused below in one line, not
+        # by numpy's warning.
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out = extractor(clips, sampling_rate=rate, return_tensors="pt", return_attention_mask=mask, **extra)
         labels = [describe_audio(c, rate) for c in clips]
+        # An extractor with a fixed window (Whisper's n_samples: 30 s in real checkpoints) cuts a longer clip
+        # to it: those rows are reported as truncated, as over-long texts are (long-form generation over
+        # segments is not what the check runs).
+        window = audio_window(extractor) if pads else None
+        truncated = [i for i, c in enumerate(clips) if window is not None and len(c) > window]
     elif modality == "image":
         for i, x in enumerate(inputs):
             if not hasattr(x, "size") or isinstance(x, str):
@@ -104,19 +112,61 @@ def encode_inputs(target: Any, inputs: list[Any]) -> tuple[dict[str, torch.Tenso
     else:
         raise UsageError(f"unknown input modality {modality!r}")
     batch = {k: v for k, v in out.items() if k in ENCODER_INPUTS and isinstance(v, torch.Tensor)}
+    if modality == "audio":
+        _refuse_non_finite_features(target, batch)
+        return batch, truncated, labels
     return batch, [], labels
+
+
+def audio_window(extractor: Any) -> int | None:
+    """The samples of a feature extractor's fixed input window (Whisper's ``n_samples``, its ``chunk_length``
+    seconds), or None where it has none."""
+    n = getattr(extractor, "n_samples", None)
+    return int(n) if isinstance(n, int) and not isinstance(n, bool) and n > 0 else None
+
+
+def normalises_per_utterance(extractor: Any) -> bool:
+    """Whether a feature extractor divides each utterance's features by their own standard deviation
+    (Speech2Text's utterance CMVN): an exactly silent clip then has features 0/0."""
+    return bool(getattr(extractor, "do_ceptral_normalize", False) and getattr(extractor, "normalize_vars", False))
+
+
+def _refuse_non_finite_features(target: Any, batch: dict[str, torch.Tensor]) -> None:
+    """A clip whose encoded features are not finite is bad input (one line naming why), not a model's NaN."""
+    features = next((batch[k] for k in ("input_features", "input_values") if k in batch), None)
+    if features is None:
+        return
+    bad = [i for i in range(features.shape[0]) if not bool(torch.isfinite(features[i]).all())]
+    if not bad:
+        return
+    extractor = target.processor.feature_extractor
+    why = (
+        "it normalises each utterance by its own variance, and a silent (constant) clip has none: "
+        "give a clip with some signal (a silent one dithered, e.g. noise of std 1e-4)"
+        if normalises_per_utterance(extractor)
+        else "give a clip the feature extractor can encode"
+    )
+    raise UsageError(
+        f"audio input #{bad[0]}: {type(extractor).__name__} gives non-finite features for it "
+        f"({len(bad)} of {features.shape[0]} inputs); {why}"
+    )
 
 
 def default_inputs(target: Any) -> list[Any]:
     """The default inputs of a check for ``target``'s modality: :data:`~ppinvariants.texts.DEFAULT_TEXTS`,
-    the clips of :func:`~ppinvariants.signals.default_audio` at its feature extractor's sampling rate, or
+    the clips of :func:`~ppinvariants.signals.default_audio` at its feature extractor's sampling rate (the
+    silent one dithered where the extractor normalises each utterance by its variance), or
     the images of :func:`~ppinvariants.signals.default_images`."""
     from .signals import default_audio, default_images
     from .texts import DEFAULT_TEXTS
 
     modality = getattr(target, "modality", "text")
     if modality == "audio":
-        return default_audio(int(getattr(target.processor.feature_extractor, "sampling_rate", 16000)))
+        extractor = target.processor.feature_extractor
+        # An extractor that normalises each utterance by its variance gets the silent clip dithered (see
+        # default_audio): exact silence is bad input there, not a model's fault.
+        exact = not normalises_per_utterance(extractor)
+        return default_audio(int(getattr(extractor, "sampling_rate", 16000)), exact_silence=exact)
     if modality == "image":
         return default_images()
     return list(DEFAULT_TEXTS)
@@ -127,9 +177,12 @@ def inputs_for(target: Any, texts: Any) -> list[Any]:
     ``target`` (:func:`default_inputs`): ``check`` with no inputs checks every model on inputs it takes."""
     from .texts import DEFAULT_TEXTS
 
-    if getattr(target, "modality", "text") != "text" and tuple(texts) == tuple(DEFAULT_TEXTS):
-        return default_inputs(target)
-    return list(texts)
+    texts = list(texts)
+    # Compared only when every input is a text: a clip (a numpy array) compared with a string is no truth value.
+    if getattr(target, "modality", "text") != "text" and all(isinstance(t, str) for t in texts):
+        if tuple(texts) == tuple(DEFAULT_TEXTS):
+            return default_inputs(target)
+    return texts
 
 
 @contextlib.contextmanager
@@ -274,13 +327,7 @@ def capture(
                 beam_indices >= 0, torch.arange(beam_indices.shape[0], device=beam_indices.device)[:, None], -1
             )
             raw_logits, per_hypothesis = None, True
-            processing, processing_error = (
-                None,
-                (
-                    "the model's generate() returns under beam search the raw logits of the first beam rows, "
-                    "not of each returned hypothesis: nothing to replay the processors on"
-                ),
-            )
+            processing, processing_error = None, LOGITS_OF_FIRST_BEAMS
         transition = None
         if keep_scores:
             transition = _compat.compute_transition_scores(

@@ -1,9 +1,12 @@
 """Which architectures pass which invariants: every tiny zoo model under greedy, beam and sampling.
 
 ``ppinvariants coverage`` builds (or loads from the cache) each tiny checkpoint of
-:data:`ppinvariants.zoo.ALL_ARCHITECTURES` and, where decoder-only models are checked (transformers 5),
-of :data:`ppinvariants.zoo.CAUSAL_ARCHITECTURES`, runs :func:`ppinvariants.runner.check` on it
-with the default decodings, and folds the results into one row per architecture and decoding:
+:data:`ppinvariants.zoo.ALL_ARCHITECTURES`, where decoder-only models are checked (transformers 5) of
+:data:`ppinvariants.zoo.CAUSAL_ARCHITECTURES`, and of the speech and vision models
+(:data:`ppinvariants.zoo.SPEECH_VISION_ARCHITECTURES`), runs :func:`ppinvariants.runner.check` on it
+with the default decodings (and the ``timestamps`` decoding the check adds for a model with timestamp
+tokens: Whisper; ``-`` in that column for the others), and folds the results into one row per
+architecture and decoding:
 
 * ``pass``: every invariant holds (or does not apply);
 * ``xfail``: some invariants fail, and every failure is a known upstream issue (with its reference);
@@ -64,8 +67,10 @@ def _fold(report: Report, arch: str, decodings: Sequence[Decoding]) -> list[Cove
     if target.error is not None:
         return [CoverageRow(arch, d.name, "error", [f"load: {target.error}"]) for d in decodings]
     rows = []
-    for d in decodings:
-        results = [r for r in target.results if r.decoding == d.name]
+    # The decodings asked for, then any the check added (Whisper's timestamps): none is left out of the table.
+    names = list(dict.fromkeys([*(d.name for d in decodings), *(r.decoding for r in target.results)]))
+    for name in names:
+        results = [r for r in target.results if r.decoding == name]
         worst = "pass"
         reasons = []
         for status in STATUS_ORDER[:-1]:
@@ -73,7 +78,7 @@ def _fold(report: Report, arch: str, decodings: Sequence[Decoding]) -> list[Cove
             if hits and worst == "pass":
                 worst = status
             reasons += [f"[{status}] {_describe(r)}" for r in hits]
-        rows.append(CoverageRow(arch, d.name, worst, reasons))
+        rows.append(CoverageRow(arch, name, worst, reasons))
     return rows
 
 
@@ -85,14 +90,14 @@ def run_coverage(
     evidence: str = "standard",
 ) -> Coverage:
     """Check every architecture in ``archs`` (default: the whole zoo, its decoder-only models where they are
-    checked) under each decoding, with ``evidence`` (``"standard"`` or ``"thorough"``) re-runs for the
-    consistency invariants."""
+    checked, then its speech and vision models) under each decoding, with ``evidence`` (``"standard"`` or
+    ``"thorough"``) re-runs for the consistency invariants."""
     from . import _compat, zoo
     from .runner import check
 
     default = archs is None
     causal = zoo.CAUSAL_ARCHITECTURES if _compat.checks_decoder_only() else ()
-    archs = list((*zoo.ALL_ARCHITECTURES, *causal) if archs is None else archs)
+    archs = list((*zoo.ALL_ARCHITECTURES, *causal, *zoo.SPEECH_VISION_ARCHITECTURES) if archs is None else archs)
     rows: list[CoverageRow] = []
     environment: dict[str, str] = {}
     for arch in archs:
@@ -132,7 +137,7 @@ def render_text(cov: Coverage) -> str:
         lines.append("")
     lines.append(f"{'architecture':<{width}}  " + "  ".join(f"{d:<7}" for d in decs))
     for a in archs:
-        lines.append(f"{a:<{width}}  " + "  ".join(f"{cell.get((a, d), ''):<7}" for d in decs))
+        lines.append(f"{a:<{width}}  " + "  ".join(f"{cell.get((a, d), '-'):<7}" for d in decs))
     notes = _notes(cov)
     if notes:
         lines += ["", *notes]
@@ -145,7 +150,7 @@ def render_markdown(cov: Coverage) -> str:
     cell = {(r.arch, r.decoding): r.status for r in cov.rows}
     lines = ["| architecture | " + " | ".join(decs) + " |", "|---|" + "---|" * len(decs)]
     for a in archs:
-        lines.append(f"| {a} | " + " | ".join(cell.get((a, d), "") for d in decs) + " |")
+        lines.append(f"| {a} | " + " | ".join(cell.get((a, d), "-") for d in decs) + " |")
     notes = _notes(cov)
     if notes:
         lines += ["", *(f"- {n.replace('|', '/')}" for n in notes)]

@@ -30,6 +30,10 @@ class Rerun:
     rows: list[int] = field(default_factory=list)  # which rows of the original record these are
     sequences_scores: torch.Tensor | None = None  # beam search only
     prompt_length: int = 1  # columns of sequences before the first generated token (a decoder-only prompt's width)
+    # Record rows not to be judged against this run, and why (audio padded wider: clips whose padding in the
+    # record's batch was shorter than the frames their encoder reads past the mask).
+    unjudged: list[int] = field(default_factory=list)
+    unjudged_why: str = ""
 
 
 @dataclass
@@ -47,6 +51,9 @@ class Layout:
     name: str
     chosen_logprob: torch.Tensor
     decisions: torch.Tensor | None = None
+    # Record rows not to be judged under this layout, and why (see Rerun.unjudged).
+    unjudged: list[int] = field(default_factory=list)
+    unjudged_why: str = ""
 
 
 #: The batch reversed and padded :data:`EXTRA_PADDING` columns wider.
@@ -293,12 +300,14 @@ def _reversed_batch(target: Any, record: GenerationRecord) -> tuple[list[int], d
 
     The extra columns are padding on the tokenizer's padding side, masked out, so every row sees
     other neighbours and another amount of padding than in the record's batch. They are left out
-    when they would not fit the model's positions. A speech or vision batch is reversed only (its
-    encoder inputs have the processor's fixed width or padding; there are no token columns to add).
+    when they would not fit the model's positions. Audio under an attention mask is padded wider
+    likewise (:func:`widened_audio`); other speech and vision batches are reversed only.
     """
     order = list(range(record.batch_size))[::-1]
     if record.encoder_inputs is not None:
-        return order, record.model_inputs(order)
+        # Audio under an attention mask padded wider too (see widened_audio); Whisper's fixed window
+        # and resized images have no padding to widen.
+        return order, widened_audio(target, record.model_inputs(order))
     ids, mask = record.input_ids[order], record.attention_mask[order]
     extra = EXTRA_PADDING if ids.shape[1] + EXTRA_PADDING <= input_limit(target.tokenizer, target.model).tokens else 0
     pad_id = target.tokenizer.pad_token_id
@@ -322,12 +331,37 @@ def _alone_batch(target: Any, record: GenerationRecord, i: int) -> dict[str, tor
     return {"input_ids": record.input_ids[i : i + 1, cols], "attention_mask": record.attention_mask[i : i + 1, cols]}
 
 
+def _unjudged_when_widened(target: Any, record: GenerationRecord) -> tuple[list[int], str]:
+    """``(rows, why)``: the record rows :func:`_reversed_batch` cannot judge, and why (none for most models).
+
+    An encoder whose convolutional subsampler reads frames past a clip before its mask applies (Speech2Text,
+    as fairseq's) changes its last encoder states by design when the clip gets more padding: a clip padded
+    by fewer than that many frames in the record's batch is left out of the comparison.
+    """
+    reach = _compat.frames_read_past_the_mask(target.model)
+    mask = (record.encoder_inputs or {}).get("attention_mask")
+    if not reach or mask is None or audio_padding(record.model_inputs()) is None:
+        return [], ""
+    nrs = record.decoding.num_return_sequences
+    short = [i for i, n in enumerate((mask.shape[1] - mask.sum(dim=1)).tolist()) if n < reach]
+    if not short:
+        return [], ""
+    inputs = ", ".join(f"#{i}" for i in short)
+    why = (
+        f"input {inputs} not judged in it: padded by fewer than {reach} frames in the batch, and "
+        f"{record.model_type}'s convolutional subsampler reads {reach} frames past a clip before the "
+        "mask applies, so more padding changes its last encoder states by design"
+    )
+    return [i * nrs + j for i in short for j in range(nrs)], why
+
+
 def _permuted_run(target: Any, record: GenerationRecord) -> Rerun:
     """The batch of :func:`_reversed_batch` generated again, ``rows`` mapping its rows back."""
     nrs = record.decoding.num_return_sequences
     order, batch = _reversed_batch(target, record)
     run = _generate(target, batch, record.decoding)
     run.rows = [o * nrs + j for o in order for j in range(nrs)]
+    run.unjudged, run.unjudged_why = _unjudged_when_widened(target, record)
     return run
 
 
@@ -386,11 +420,46 @@ def _teacher_forced_layouts(target: Any, record: GenerationRecord) -> list[Layou
     in_order[rows] = logits
     del logits
     layouts = [_layout(record, REVERSED, in_order)]
+    layouts[0].unjudged, layouts[0].unjudged_why = _unjudged_when_widened(target, record)
     for i in range(record.batch_size):
         group = list(range(i * nrs, (i + 1) * nrs))
         in_order[group] = _teacher_forced(target, record, _alone_batch(target, record, i), group)
     layouts.append(_layout(record, ALONE, in_order))
     return layouts
+
+
+def audio_padding(batch: dict[str, torch.Tensor]) -> tuple[str, int] | None:
+    """For an audio batch under an attention mask over its time axis (``input_values`` samples of a wav2vec2,
+    ``input_features`` frames of Speech2Text): its input key and how many steps :func:`widened_audio` adds
+    (an eighth of the width, at least :data:`EXTRA_PADDING`: enough to add encoder positions after the
+    encoders' downsampling). None where there is no such mask (Whisper pads to a fixed window and takes
+    none; images are resized to one size)."""
+    mask = batch.get("attention_mask")
+    key = next((k for k in ("input_values", "input_features") if k in batch), None)
+    if mask is None or key is None or batch[key].dim() < 2 or batch[key].shape[1] != mask.shape[1]:
+        return None
+    return key, max(EXTRA_PADDING, int(mask.shape[1]) // 8)
+
+
+def widened_audio(target: Any, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``batch`` with :func:`audio_padding`'s extra steps of padding on the feature extractor's padding side,
+    filled with its padding value (what it pads shorter clips with) and masked out; unchanged where
+    :func:`audio_padding` is None."""
+    found = audio_padding(batch)
+    if found is None:
+        return batch
+    key, extra = found
+    extractor = getattr(getattr(target, "processor", None), "feature_extractor", None)
+    value = float(getattr(extractor, "padding_value", 0.0) or 0.0)
+    left = getattr(extractor, "padding_side", "right") == "left"
+    x, mask = batch[key], batch["attention_mask"]
+    pad_x = torch.full((x.shape[0], extra, *x.shape[2:]), value, dtype=x.dtype)
+    pad_mask = torch.zeros((mask.shape[0], extra), dtype=mask.dtype)
+    return {
+        **batch,
+        key: torch.cat([pad_x, x] if left else [x, pad_x], dim=1),
+        "attention_mask": torch.cat([pad_mask, mask] if left else [mask, pad_mask], dim=1),
+    }
 
 
 def _train_mode_differs(target: Any, batch: dict[str, torch.Tensor], record: GenerationRecord) -> bool:

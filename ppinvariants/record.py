@@ -53,6 +53,13 @@ STEPS_NOT_KEPT_REASON = "streaming mode: step scores not kept"
 #: The one :class:`StepsNotKept` instance: ``record.scores is NOT_KEPT`` in streaming mode.
 NOT_KEPT = StepsNotKept()
 
+#: Why a record of a model whose beam search returns each step's scores per returned hypothesis (Whisper's) has
+#: no raw logits to replay or rescore: said in one wording by every check it stops.
+LOGITS_OF_FIRST_BEAMS = (
+    "the model's generate() returns under beam search the raw logits of the first beam rows, "
+    "not of each returned hypothesis"
+)
+
 
 def tolerance_for(dtype: str) -> float:
     """Absolute tolerance for float comparisons of scores computed by a model in ``dtype`` (its name)."""
@@ -488,6 +495,8 @@ def replay_processing(record: GenerationRecord, raw: torch.Tensor | None = None)
     Raises :class:`NotJudged` where there is no reference or no raw logits.
     """
     if record.processing is None:
+        if record.processing_error == LOGITS_OF_FIRST_BEAMS:
+            raise NotJudged(LOGITS_OF_FIRST_BEAMS)  # as the rescoring checks say it: one reason, one wording
         why = record.processing_error or "no reference processors (captured without step scores)"
         raise NotJudged(f"the configured processors could not be rebuilt to replay: {why}")
     if raw is None:

@@ -8,7 +8,7 @@ from dataclasses import replace
 from typing import Any
 
 from . import progress as _progress
-from .capturing import capture, inputs_for, timestamps_on
+from .capturing import audio_window, capture, inputs_for, timestamps_on
 from .decoding import DEFAULT_DECODINGS, DEFAULT_TEXTS, Decoding, for_decoder_only, resolve
 from .errors import PPIError
 from .invariants import Invariant
@@ -97,7 +97,16 @@ def check_loaded(
             results = [_streaming_reason(r) for r in results]
         tr.results.extend(strict_results(results) if strict else results)
     target = main
-    if truncated:
+    if truncated and getattr(target, "modality", "text") == "audio":
+        extractor = target.processor.feature_extractor
+        rate = int(getattr(extractor, "sampling_rate", 16000))
+        window = audio_window(extractor) or 0
+        tr.notes.append(
+            f"inputs {sorted(truncated)} were longer than the feature extractor's window, {window / rate:g} s "
+            f"({type(extractor).__name__}.n_samples = {window}), and were truncated to it; the checks judged the "
+            "truncated clips (long-form generation over segments is not checked)"
+        )
+    elif truncated:
         limit = input_limit(target.tokenizer, target.model)
         tr.notes.append(
             f"inputs {sorted(truncated)} were truncated to the model's input limit, {limit.describe()}; "

@@ -373,10 +373,18 @@ FAULTS: tuple[Fault, ...] = (
         _post_process(_timestamps_reordered),
         arch="whisper",
     ),
+    # Speech under an attention mask: the encoder attends to the padded frames (caught by the batch padded wider).
+    Fault(
+        "audio_mask_ignored",
+        "a speech encoder ignores the attention mask over padded audio",
+        "hook",
+        _encoder_ignores_mask,
+        arch="speech2text",
+    ),
 ) + (CAUSAL_FAULTS if _compat.checks_decoder_only() else ())
 
 #: Healthy models checked by the self-test besides the default set: speech and vision models.
-HEALTHY_EXTRA: tuple[str, ...] = ("whisper", "vision-encoder-decoder", "speech-encoder-decoder")
+HEALTHY_EXTRA: tuple[str, ...] = ("whisper", "vision-encoder-decoder", "speech-encoder-decoder", "speech2text")
 
 
 # ------------------------------------------------------------------------------- running

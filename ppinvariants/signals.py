@@ -26,7 +26,8 @@ AUDIO_CLIPS: tuple[tuple[str, float], ...] = (
 
 def clip(kind: str, seconds: float, sampling_rate: int = SAMPLING_RATE, seed: int = 0) -> Any:
     """One mono clip as a 1-D float32 numpy array in [-1, 1]: ``tone`` (440 Hz), ``noise`` (Gaussian),
-    ``silence``, ``chirp`` (200 to 2000 Hz) or ``tone+noise``; ``seconds`` long at ``sampling_rate``."""
+    ``silence``, ``near-silence`` (silence dithered with Gaussian noise of std 1e-4), ``chirp`` (200 to
+    2000 Hz) or ``tone+noise``; ``seconds`` long at ``sampling_rate``."""
     import numpy as np
 
     n = max(1, int(round(seconds * sampling_rate)))
@@ -38,6 +39,8 @@ def clip(kind: str, seconds: float, sampling_rate: int = SAMPLING_RATE, seed: in
         x = 0.3 * rng.standard_normal(n)
     elif kind == "silence":
         x = np.zeros(n)
+    elif kind == "near-silence":  # silence dithered, as a recording's noise floor is (about -80 dBFS)
+        x = 1e-4 * rng.standard_normal(n)
     elif kind == "chirp":
         f = 200.0 + (2000.0 - 200.0) * t / max(seconds, 1e-9)
         x = 0.5 * np.sin(2 * np.pi * np.cumsum(f) / sampling_rate)
@@ -48,9 +51,15 @@ def clip(kind: str, seconds: float, sampling_rate: int = SAMPLING_RATE, seed: in
     return np.clip(x, -1.0, 1.0).astype(np.float32)
 
 
-def default_audio(sampling_rate: int = SAMPLING_RATE) -> list[Any]:
-    """The default clips of :data:`AUDIO_CLIPS` at ``sampling_rate``, each with its own seed."""
-    return [clip(kind, s, sampling_rate, seed=i) for i, (kind, s) in enumerate(AUDIO_CLIPS)]
+def default_audio(sampling_rate: int = SAMPLING_RATE, *, exact_silence: bool = True) -> list[Any]:
+    """The default clips of :data:`AUDIO_CLIPS` at ``sampling_rate``, each with its own seed.
+
+    ``exact_silence=False`` dithers the silent clip (``near-silence``, same length and seed): for a feature
+    extractor that normalises each utterance by its own variance (Speech2Text's utterance CMVN), an exactly
+    silent clip has none, and its features are 0/0, not finite. A dithered one is still the quietest clip
+    of the batch, and its features are finite."""
+    kinds = [("near-silence" if k == "silence" and not exact_silence else k, s) for k, s in AUDIO_CLIPS]
+    return [clip(kind, s, sampling_rate, seed=i) for i, (kind, s) in enumerate(kinds)]
 
 
 def describe_audio(x: Any, sampling_rate: int = SAMPLING_RATE) -> str:

@@ -470,27 +470,48 @@ AUDIO_KINDS: tuple[str, ...] = ("silence", "tone", "noise", "chirp", "tone+noise
 
 
 @st.composite
-def _clips(draw: st.DrawFn, sampling_rate: int, max_seconds: float) -> Any:
+def _clips(draw: st.DrawFn, sampling_rate: int, max_seconds: float, min_samples: int, dither: float) -> Any:
+    import numpy as np
+
     from .signals import clip
 
     kind = draw(st.sampled_from(AUDIO_KINDS), label="kind")
-    n = draw(st.integers(1, max(1, int(max_seconds * sampling_rate))), label="samples")
+    n = draw(st.integers(min_samples, max(min_samples, int(max_seconds * sampling_rate))), label="samples")
     seed = draw(st.integers(0, 2**16), label="seed")
     gain = draw(st.sampled_from((1.0, 0.5, 0.01, 2.0)), label="gain")
-    x = clip(kind, n / sampling_rate, sampling_rate, seed=seed)[:n]
-    return (x * gain).clip(-1.0, 1.0).astype("float32")
+    x = clip(kind, n / sampling_rate, sampling_rate, seed=seed)[:n] * gain
+    if dither:
+        x = x + dither * np.random.default_rng(seed + 1).standard_normal(len(x))
+    return x.clip(-1.0, 1.0).astype("float32")
 
 
 def audio_batches(
-    *, sampling_rate: int = 16000, min_size: int = 1, max_size: int = 4, max_seconds: float = 1.0
+    *,
+    sampling_rate: int = 16000,
+    min_size: int = 1,
+    max_size: int = 4,
+    max_seconds: float = 1.0,
+    min_seconds: float = 0.0,
+    dither: float = 0.0,
 ) -> st.SearchStrategy[list[Any]]:
     """Lists of ``min_size`` to ``max_size`` mono clips: 1-D float32 numpy arrays in [-1, 1] at
-    ``sampling_rate``, 1 sample to ``max_seconds`` long (so padding happens), of silence, a tone, noise, a
-    chirp or a tone in noise, at one of a few gains. Valid by construction; shrinks towards one clip of
-    silence, one sample long."""
+    ``sampling_rate``, ``min_seconds`` (at least 1 sample) to ``max_seconds`` long (so padding happens), of
+    silence, a tone, noise, a chirp or a tone in noise, at one of a few gains. Valid by construction; shrinks
+    towards one clip of silence, as short as allowed.
+
+    ``dither`` adds seeded Gaussian noise of that std to every clip, as a recording's noise floor: for a
+    feature extractor that normalises each utterance by its own variance (Speech2Text's), exact silence, or
+    a clip shorter than two frames, has none and is refused as bad input; draw for it with, e.g.,
+    ``min_seconds=0.05, dither=1e-4``."""
     if min_size < 1 or max_size < min_size:
         raise InvalidArgument(f"audio_batches: need 1 <= min_size <= max_size, got {min_size}, {max_size}")
-    return st.lists(_clips(sampling_rate, max_seconds), min_size=min_size, max_size=max_size)
+    if min_seconds < 0 or min_seconds > max_seconds or dither < 0:
+        raise InvalidArgument(
+            f"audio_batches: need 0 <= min_seconds <= max_seconds and dither >= 0, got {min_seconds}, "
+            f"{max_seconds}, {dither}"
+        )
+    min_samples = max(1, int(round(min_seconds * sampling_rate)))
+    return st.lists(_clips(sampling_rate, max_seconds, min_samples, dither), min_size=min_size, max_size=max_size)
 
 
 @st.composite

@@ -53,7 +53,15 @@ from .invariants.scores import ENTROPY_OUTSIDE, NAN_SCORE, NOT_NORMALISED, RAW_N
 from .judge import run_invariants
 from .lineage import beam_lineage, prefix_fingerprints
 from .processing import Processing, differences
-from .record import GenerationRecord, VocabSummary, generated_tokens, score_rows, tolerance_for, vocab_summary
+from .record import (
+    LOGITS_OF_FIRST_BEAMS,
+    GenerationRecord,
+    VocabSummary,
+    generated_tokens,
+    score_rows,
+    tolerance_for,
+    vocab_summary,
+)
 from .report import Result
 
 #: Projected size of the stacked step tensors (``rows x max_new_tokens x V x 4 bytes x 2``, scores and
@@ -383,8 +391,9 @@ class StreamingMonitor(LogitsProcessor):
         out[name] = merge(k["entropy"].build(at(name, ENTROPY_OUTSIDE, f"0 <= H <= {upper:.4f}", token=False)))
         if self.processing is None or self.unjudged_steps:
             why = self.processing_error or f"{self.unjudged_steps} step(s) without raw logits to replay"
+            said = why if why == LOGITS_OF_FIRST_BEAMS else f"the configured processors could not be replayed: {why}"
             for name in REPLAYED:
-                out[name] = NotJudged(f"the configured processors could not be replayed: {why}")
+                out[name] = NotJudged(said)
         else:
             for name, kind in REPLAYED.items():
                 out[name] = k[kind].build(

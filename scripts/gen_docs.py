@@ -35,9 +35,12 @@ DATE_LINE = "Produced on "
 
 HEAD = """# Architecture coverage
 
-Every architecture of the offline tiny zoo (`ppinvariants.zoo.ALL_ARCHITECTURES`) checked with
-the default invariants under greedy search, beam search (4 beams, 2 returned), sampling
-(temperature 0.8, top-k 40, top-p 0.9) and the checkpoint's own generation config (`checkpoint`).
+Every architecture of the offline tiny zoo checked with the default invariants: the seq2seq text models
+(`ppinvariants.zoo.ALL_ARCHITECTURES`), the decoder-only ones (`CAUSAL_ARCHITECTURES`, checked with
+transformers 5) and the speech and vision models (`SPEECH_VISION_ARCHITECTURES`), under greedy search,
+beam search (4 beams, 2 returned), sampling (temperature 0.8, top-k 40, top-p 0.9) and the checkpoint's
+own generation config (`checkpoint`). A model with timestamp tokens (Whisper) is also checked under
+`timestamps` (greedy, `return_timestamps`); `-` in that column means the model has none.
 
 {date_line}
 

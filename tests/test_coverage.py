@@ -115,6 +115,27 @@ def test_markdown_table(capsys: pytest.CaptureFixture[str]) -> None:
     assert ("huggingface/transformers#47286" in out) == PAD_ZERO_FILL
 
 
+def test_a_decoding_the_check_adds_gets_its_own_column() -> None:
+    # Whisper's check adds a "timestamps" decoding: it is folded into the table, "-" for the other models.
+    from ppinvariants.coverage import Coverage, _fold
+    from ppinvariants.decoding import DEFAULT_DECODINGS
+    from ppinvariants.report import Report, Result, TargetReport
+
+    def report(arch: str, names: list[str]) -> Report:
+        results = [Result("only_pad_after_eos", name, "pass") for name in names]
+        return Report({}, [TargetReport(f"tiny:{arch}", results=results)])
+
+    plain = [d.name for d in DEFAULT_DECODINGS]
+    rows = [*_fold(report("whisper", [*plain, "timestamps"]), "whisper", DEFAULT_DECODINGS)]
+    rows += _fold(report("bart", plain), "bart", DEFAULT_DECODINGS)
+    table = render_markdown(Coverage(rows=rows, environment={}))
+    assert table.splitlines()[0] == "| architecture | greedy | beam | sample | checkpoint | timestamps |"
+    assert (
+        "| whisper | pass | pass | pass | pass | pass |" in table
+        and "| bart | pass | pass | pass | pass | - |" in table
+    )
+
+
 def test_unknown_architecture_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["coverage", "nope"]) == 2
     assert "unknown tiny architecture" in capsys.readouterr().err
@@ -125,7 +146,8 @@ def test_coverage_of_the_whole_zoo() -> None:
     cov = run_coverage()
     archs = {r.arch for r in cov.rows}
     causal = set(zoo.CAUSAL_ARCHITECTURES) if _compat.checks_decoder_only() else set()
-    assert archs == set(zoo.ALL_ARCHITECTURES) | causal
+    assert archs == set(zoo.ALL_ARCHITECTURES) | causal | set(zoo.SPEECH_VISION_ARCHITECTURES)
+    assert {r.arch for r in cov.rows if r.decoding == "timestamps"} == {"whisper"}
     assert set(cov.unavailable) == set(zoo.UNAVAILABLE)
     bad = {(r.arch, r.decoding) for r in cov.rows if r.status not in ("pass", "xfail")}
     assert bad == EXPECTED_FAILURES, render_text(cov)

@@ -10,13 +10,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from _records import tiny_target
 
 from ppinvariants import capture
 from ppinvariants.capturing import default_inputs, encode_inputs, timestamps_on
 from ppinvariants.cli import main
 from ppinvariants.conventions import ANY_LANGUAGE, forced_decoder_prompt
-from ppinvariants.decoding import GREEDY
+from ppinvariants.decoding import BEAM, GREEDY
 from ppinvariants.errors import TargetError, UsageError
 from ppinvariants.judge import run_invariants
 from ppinvariants.record import GenerationRecord
@@ -52,7 +53,7 @@ def _status(rec: GenerationRecord, name: str) -> tuple[str, str]:
 
 
 def test_whisper_stays_out_of_the_text_sets() -> None:
-    assert SPEECH_VISION_ARCHITECTURES == ("whisper", "vision-encoder-decoder", "speech-encoder-decoder")
+    assert SPEECH_VISION_ARCHITECTURES == ("whisper", "vision-encoder-decoder", "speech-encoder-decoder", "speech2text")
     assert not set(SPEECH_VISION_ARCHITECTURES) & (set(ARCHITECTURES) | set(ALL_ARCHITECTURES))
 
 
@@ -61,6 +62,11 @@ def test_default_inputs_are_deterministic_and_varied() -> None:
     assert all(np.array_equal(x, y) and x.dtype == np.float32 and x.ndim == 1 for x, y in zip(a, b, strict=True))
     assert len({len(x) for x in a}) >= 4 and any(not x.any() for x in a)  # lengths differ; a silence
     assert len({im.size for im in default_images()}) == len(default_images())
+    dithered = default_audio(exact_silence=False)
+    quiet = [i for i, x in enumerate(a) if not x.any()]
+    assert [len(x) for x in dithered] == [len(x) for x in a] and all(dithered[i].any() for i in quiet)
+    assert all(np.array_equal(dithered[i], a[i]) for i in range(len(a)) if i not in quiet)
+    assert max(float(np.abs(dithered[i]).max()) for i in quiet) < 1e-3
 
 
 def test_whisper_target_conventions_and_inputs() -> None:
@@ -114,7 +120,11 @@ def test_healthy_whisper_records_pass_every_invariant(timestamps: bool) -> None:
     status, reason = _status(rec, "inputs_follow_tokenizer_convention")
     assert status == "skip" and reason.startswith("whisper takes audio inputs (input_features)")
     status, reason = _status(rec, "batch_and_padding_invariance")
-    assert status == "pass" and "without an attention mask): judged on the batch reversed" in reason
+    assert (
+        status == "pass"
+        and "(whisper): judged on the batch reversed (not padded wider) and on each input alone" in reason
+    )
+    assert "takes no attention mask" in reason
 
 
 def test_decoder_prompt_check_fires_on_another_language() -> None:
@@ -141,6 +151,28 @@ def test_timestamp_check_fires_on_decreasing_and_unpaired_timestamps() -> None:
     assert result.status == "fail" and "first generated token is not a timestamp" in result.violations[0].message
 
 
+def test_a_clip_longer_than_whispers_window_is_noted_as_truncated() -> None:
+    from ppinvariants.signals import clip
+
+    target = tiny_target("whisper")  # a 1 s window (real checkpoints: 30 s)
+    clips = [clip("tone", 1.5), clip("noise", 0.5, seed=1)]
+    assert encode_inputs(target, clips)[1] == [0]
+    assert encode_inputs(tiny_target("speech2text"), clips)[1] == []  # no fixed window: nothing cut
+    report = check_loaded(target, texts=clips, decodings=[GREEDY])
+    assert report.status == "pass"
+    [note] = [n for n in report.notes if "truncated" in n]
+    assert note.startswith("inputs [0] were longer than the feature extractor's window, 1 s") and "long-form" in note
+
+
+def test_whisper_beam_summary_gives_its_one_reason_once() -> None:
+    # Whisper's beam search returns raw logits of the first beam rows only: the replay and rescoring checks
+    # skip for that one reason, and the summary line says it once, in one wording.
+    target = check_loaded(tiny_target("whisper"), decodings=[BEAM])
+    lost = {r.reason for r in target.results if r.status == "skip" and r.skip_kind == "lost"}
+    assert len(lost) == 1 and "first beam rows" in next(iter(lost))
+    assert target.summary.count("first beam rows") == 1 and "rebuilt" not in target.summary, target.summary
+
+
 def test_sequence_logprobs_of_a_whisper_record_match_its_steps() -> None:
     rec = whisper_record()
     import torch
@@ -164,16 +196,19 @@ def test_factory_with_a_processor_and_a_model_without_one(tmp_path: Path) -> Non
         load_target(f"{factory}:no_processor")
 
 
-def _saved_whisper(tmp_path: Path) -> Path:
-    target = load_target("tiny:whisper")
-    out = tmp_path / "whisper-ckpt"
+def _saved_whisper(tmp_path: Path, arch: str = "whisper") -> Path:
+    target = load_target(f"tiny:{arch}")
+    out = tmp_path / f"{arch}-ckpt"
     target.model.save_pretrained(out)
     target.processor.save_pretrained(out)
     return out
 
 
-def test_saved_checkpoint_dir_checks_with_the_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    out = _saved_whisper(tmp_path)
+@pytest.mark.parametrize("arch", ["whisper", "speech2text"])
+def test_saved_checkpoint_dir_checks_with_the_cli(
+    arch: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = _saved_whisper(tmp_path, arch)
     assert main(["check", str(out), "--decoding", "greedy", "-q"]) == 0, capsys.readouterr().out
     (out / "preprocessor_config.json").unlink(missing_ok=True)
     (out / "processor_config.json").unlink()
@@ -207,8 +242,60 @@ def test_speech_encoder_decoder_pads_clips_with_a_mask_and_passes_greedy() -> No
     assert not bad, [(r.invariant, r.reason) for r in bad]
 
 
+def test_speech2text_takes_frames_with_a_mask_and_passes_greedy() -> None:
+    target = tiny_target("speech2text")
+    assert target.modality == "audio" and target.conventions.takes_input_mask
+    inputs = default_inputs(target)
+    assert all(x.any() for x in inputs)  # its silent clip dithered: the extractor normalises each utterance
+    batch, _, _ = encode_inputs(target, inputs)
+    assert set(batch) == {"input_features", "attention_mask"} and bool(torch.isfinite(batch["input_features"]).all())
+    lengths = batch["attention_mask"].sum(dim=1)
+    assert len(set(lengths.tolist())) == len(inputs) and int(lengths.max()) == batch["input_features"].shape[1]
+    rec = capture(target, inputs, GREEDY)
+    bad = [r for r in run_invariants(rec) if r.status in ("fail", "error")]
+    assert not bad, [(r.invariant, r.reason) for r in bad]
+    eos = target.conventions.eos_token_ids[0]
+    generated = rec.sequences[:, rec.prompt_length :]
+    ends = (generated == eos).any(dim=1)
+    assert int(ends.sum()) >= len(inputs) - 1  # most rows end (min_length=6 holds back early eos)
+    assert len(set((generated[ends] == eos).int().argmax(dim=1).tolist())) >= 3  # at varied lengths
+
+
+def test_audio_under_a_mask_is_padded_wider_and_a_mask_ignored_is_caught() -> None:
+    from ppinvariants.evidence import widened_audio
+    from ppinvariants.selftest import _encoder_ignores_mask
+
+    target = tiny_target("speech2text")
+    batch, _, _ = encode_inputs(target, default_inputs(target))
+    wide = widened_audio(target, batch)
+    extra = wide["input_features"].shape[1] - batch["input_features"].shape[1]
+    assert extra == batch["input_features"].shape[1] // 8 and not wide["attention_mask"][:, -extra:].any()
+    assert not wide["input_features"][:, -extra:].any()
+    rec = capture(target, default_inputs(target), GREEDY)
+    status, note = _status(rec, "batch_and_padding_invariance")
+    assert status == "pass" and f"padded {extra} frames of input_features wider" in note
+    # The longest clip (#3, unpadded in the batch) is left out: the conv subsampler reads frames past it.
+    assert "input #3 not judged" in note and "convolutional subsampler" in note
+    broken = load_target("tiny:speech2text")
+    _encoder_ignores_mask(broken)
+    status, _ = _status(capture(broken, default_inputs(broken), GREEDY), "batch_and_padding_invariance")
+    assert status == "fail"
+    status, note = _status(whisper_record(), "batch_and_padding_invariance")
+    assert status == "pass" and "reversed (not padded wider)" in note and "no attention mask" in note
+
+
+def test_a_silent_clip_for_utterance_cmvn_is_one_clear_line() -> None:
+    target = tiny_target("speech2text")
+    clips = [*default_inputs(target)[:2], np.zeros(4800, dtype=np.float32)]
+    with pytest.raises(UsageError, match=r"audio input #2: .*normalises each utterance by its own variance"):
+        encode_inputs(target, clips)
+    whisper = tiny_target("whisper")  # a log-mel extractor without per-utterance variance: silence is fine
+    batch, _, _ = encode_inputs(whisper, clips)
+    assert bool(torch.isfinite(batch["input_features"]).all())
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("arch", ["vision-encoder-decoder", "speech-encoder-decoder"])
+@pytest.mark.parametrize("arch", ["vision-encoder-decoder", "speech-encoder-decoder", "speech2text"])
 def test_composite_models_pass_check_in_record_and_streaming_mode(arch: str) -> None:
     for streaming in (False, True):
         report = check_loaded(load_target(f"tiny:{arch}"), streaming=streaming)
@@ -228,8 +315,9 @@ def test_whisper_passes_check_in_record_and_streaming_mode() -> None:
 
 
 @pytest.mark.slow
-def test_shipped_suite_on_a_saved_whisper_dir(tmp_path: Path) -> None:
-    out = _saved_whisper(tmp_path)
+@pytest.mark.parametrize("arch", ["whisper", "speech2text"])
+def test_shipped_suite_on_a_saved_speech_dir(arch: str, tmp_path: Path) -> None:
+    out = _saved_whisper(tmp_path, arch)
     proc = subprocess.run(
         [
             sys.executable,
@@ -300,4 +388,7 @@ def test_audio_and_image_strategies_are_valid_and_shrink_to_the_simplest() -> No
     valid()
     simplest = find(audio_batches(), lambda clips: True, settings=settings(database=None))
     assert len(simplest) == 1 and len(simplest[0]) == 1 and not simplest[0].any()  # one sample of silence
+    # For an extractor that normalises each utterance (Speech2Text): 50 ms at least, dithered silence.
+    dithered = find(audio_batches(min_seconds=0.05, dither=1e-4), lambda clips: True, settings=settings(database=None))
+    assert len(dithered) == 1 and len(dithered[0]) == 800 and dithered[0].any() and np.abs(dithered[0]).max() < 1e-3
     assert [im.size for im in find(image_batches(), lambda ims: True, settings=settings(database=None))] == [(1, 1)]

@@ -14,6 +14,7 @@ import torch
 from ..errors import NotApplicable, NotJudged
 from ..evidence import ALONE
 from ..record import (
+    LOGITS_OF_FIRST_BEAMS,
     GenerationRecord,
     chosen_logprobs,
     finished_mask,
@@ -68,10 +69,7 @@ def _raw_logits_per_row(record: GenerationRecord) -> torch.Tensor:
     """Generation-time raw logits re-indexed to returned rows, ``[rows, steps, V]``."""
     if record.logits is None:
         if record.scores_per_hypothesis:
-            raise NotJudged(
-                "the model's generate() returns under beam search the raw logits of the first beam rows, "
-                "not of each returned hypothesis"
-            )
+            raise NotJudged(LOGITS_OF_FIRST_BEAMS)
         raise NotJudged("this transformers version returns no raw logits")
     rows = score_rows(record).clamp(min=0)
     steps = torch.arange(record.steps).expand_as(rows)
@@ -193,6 +191,7 @@ def _compare_rerun(  # noqa: ANN001
     *,
     near_ties: bool = False,
     kind: str | None = None,
+    unjudged: tuple[int, ...] = (),
 ) -> list[Violation]:
     """Tokens of ``run`` (rows mapped to ``rows`` of the record) equal the record's, up to each row's eos.
 
@@ -210,6 +209,9 @@ def _compare_rerun(  # noqa: ANN001
     differ[:, :width] = live[:, :width] & (tokens[:, :width] != other[:, :width])
     if other.shape[1] < tokens.shape[1]:
         differ[:, width:] = live[:, width:]
+    for r, row in enumerate(rows):  # record rows this run cannot judge (see Rerun.unjudged)
+        if row in unjudged:
+            differ[r] = False
     bad = differ.nonzero()
 
     def build(p: tuple[int, ...]) -> Violation:
@@ -259,14 +261,33 @@ def _compare_rerun(  # noqa: ANN001
 
 
 def _unpadded_note(record: GenerationRecord) -> str | None:
-    """For a speech or vision batch: which part of the property was judged (the batch reversed, its padding
-    as the processor made it), and whether the encoder takes an attention mask."""
+    """For a speech or vision batch: which part of the property was judged. Audio under an attention mask:
+    the batch reversed and padded wider (how much, in what); otherwise the batch reversed only, and why."""
+    from ..evidence import audio_padding
+
     if record.modality == "text":
         return None
-    mask = "with" if record.encoder_inputs and "attention_mask" in record.encoder_inputs else "without"
+    found = audio_padding(record.model_inputs()) if record.encoder_inputs else None
+    if found is not None:
+        key, extra = found
+        unit = "samples" if key == "input_values" else "frames"
+        ev = record.evidence
+        widened = [*(ev.layouts or []), ev.permuted] if ev is not None else []
+        why = next((w.unjudged_why for w in widened if w is not None and w.unjudged_why), "")
+        return (
+            f"audio inputs ({record.model_type}, with an attention mask): judged on the batch reversed and padded "
+            f"{extra} {unit} of {key} wider, masked out, and on each input alone" + (f"; {why}" if why else "")
+        )
+    if record.modality == "image":
+        why = "the image processor resizes every image to one size: there is no padding to widen"
+    else:
+        why = (
+            "its encoder takes no attention mask over its inputs (Whisper's: a fixed window the feature "
+            "extractor pads to), so wider padding would change what it hears by design"
+        )
     return (
-        f"{record.modality} inputs ({record.model_type}, {mask} an attention mask): judged on the batch reversed "
-        "and each input alone; its inputs are not padded wider than the processor padded them"
+        f"{record.modality} inputs ({record.model_type}): judged on the batch reversed (not padded wider) and on "
+        f"each input alone; {why}"
     )
 
 
@@ -293,7 +314,8 @@ def _compare_layout(record: GenerationRecord, name: str, layout) -> list[Violati
     """
     where = f"{layout.name} (teacher-forced)"
     tokens = generated_tokens(record)
-    live = _live(record)
+    live = _live(record).clone()
+    live[list(layout.unjudged)] = False  # rows this layout cannot judge (see Layout.unjudged_why)
     tol = record.tolerance * 10
     parts: list[list[Violation]] = []
 
@@ -379,10 +401,12 @@ def batch_and_padding_invariance(record: GenerationRecord) -> list[Violation]:
     Standard evidence teacher-forces the record's own sequences under both layouts (forward passes
     only; see :func:`_compare_layout` for what that proves). Thorough evidence also generates again
     under both, which tests the search itself (which hypotheses a batch-wide stop keeps). A decoder-only
-    model's prompts alone are judged by :func:`left_padding_invariance`. A speech or vision batch is reversed only (its padding is the processor's; the
-    result's note says so). Sampling is exempt: its random draws depend on the batch layout. A first
-    divergence between two tokens whose log-probs are within the dtype's tie tolerance is a tie at
-    that precision (padding changes the kernels' rounding), not a violation.
+    model's prompts alone are judged by :func:`left_padding_invariance`. Audio under an attention mask
+    (wav2vec2's samples, Speech2Text's frames) is padded wider likewise; other speech and vision
+    batches are reversed only (Whisper's window is fixed, images are resized to one size; the result's
+    note says which), and alone keep the processor's padding. Sampling is exempt: its random draws
+    depend on the batch layout. A first divergence between two tokens whose log-probs are within the dtype's
+    tolerance is a tie at that precision (padding changes the kernels' rounding), not a violation.
     """
     name = "batch_and_padding_invariance"
     if record.decoding.do_sample:
@@ -420,6 +444,7 @@ def batch_and_padding_invariance(record: GenerationRecord) -> list[Violation]:
                 ev.permuted.rows,
                 near_ties=True,
                 kind="permuted",
+                unjudged=tuple(getattr(ev.permuted, "unjudged", ())),
             )
         )
     parts += [_compare_layout(record, name, layout) for layout in layouts]

@@ -308,6 +308,9 @@ def _behaviour(model: Any, tokenizer: Any) -> dict[str, Any]:
     return {**stats, "ok": bool(ok)}
 
 
+_SPEECH2TEXT = "Speech2TextForConditionalGeneration"
+
+
 def _build(recipe: Recipe, out: Path) -> None:
     import torch
     import transformers
@@ -318,17 +321,17 @@ def _build(recipe: Recipe, out: Path) -> None:
         stats = build_whisper(recipe, out, _scale_init, _least_squares)
         (out / "ppinvariants-recipe.json").write_text(whisper_recipe_json(recipe, stats))
         return
-    if recipe.model_class in ("VisionEncoderDecoderModel", "SpeechEncoderDecoderModel"):
+    if recipe.model_class in ("VisionEncoderDecoderModel", "SpeechEncoderDecoderModel", _SPEECH2TEXT):
         from .speech import whisper_recipe_json
-        from .vision import build_speech_encoder_decoder, build_vision_encoder_decoder
+        from .vision import build_speech2text, build_speech_encoder_decoder, build_vision_encoder_decoder
 
         write_tokenizer(recipe, out)
         tokenizer = transformers.AutoTokenizer.from_pretrained(out)
-        composite = (
-            build_vision_encoder_decoder
-            if recipe.model_class == "VisionEncoderDecoderModel"
-            else build_speech_encoder_decoder
-        )
+        composite = {
+            "VisionEncoderDecoderModel": build_vision_encoder_decoder,
+            "SpeechEncoderDecoderModel": build_speech_encoder_decoder,
+            _SPEECH2TEXT: build_speech2text,
+        }[recipe.model_class]
         stats = composite(recipe, out, _scale_init, _least_squares, tokenizer)
         (out / "ppinvariants-recipe.json").write_text(whisper_recipe_json(recipe, stats))
         return

@@ -520,8 +520,9 @@ for _arch, (_package, _recipe, _why) in _OPTIONAL.items():
     else:
         UNAVAILABLE[_arch] = _why
 
-#: Speech and vision encoder-decoders (Whisper): built by :mod:`ppinvariants.zoo.speech` with their processor
-#: saved next to them; ``tiny:<arch>`` targets kept out of the default and text sets.
+#: Speech and vision encoder-decoders (Whisper, the composites, Speech2Text): built by :mod:`ppinvariants.zoo.speech`
+#: and :mod:`ppinvariants.zoo.vision` with their processor saved next to them; ``tiny:<arch>`` targets kept out
+#: of the default and text sets.
 SPEECH_VISION_RECIPES: dict[str, Recipe] = {
     # Whisper: 8 mel bins, a 1 s window (100 frames, 50 encoder positions), byte-level BPE with Whisper's
     # specials and 51 timestamp tokens (<|0.00|> to <|1.00|>).
@@ -592,6 +593,35 @@ SPEECH_VISION_RECIPES: dict[str, Recipe] = {
         special_tokens=("<s>", "<pad>", "</s>", "<unk>"),
         model_class="SpeechEncoderDecoderModel",
         note="a 32-wide wav2vec2 (real checkpoints: 768 or 1024)",
+    ),
+    # Speech2Text: 8 log-mel filterbank features per frame (Speech2TextFeatureExtractor, utterance CMVN), two
+    # strided convolutions, an encoder and decoder as small as BART's here; fairseq's sentencepiece model and
+    # dictionary (<s> <pad> </s> <unk>, then the pieces) and a Speech2TextProcessor. It takes an attention mask
+    # over frames. Embeddings unscaled: with the output layer tied to them, scaled ones make the tiny random
+    # decoder repeat its input token.
+    "speech2text": Recipe(
+        arch="speech2text",
+        tokenizer="sentencepiece-m2m",
+        tokenizer_class="Speech2TextTokenizer",
+        config_class="Speech2TextConfig",
+        config=dict(
+            d_model=32,
+            encoder_layers=2,
+            decoder_layers=2,
+            encoder_attention_heads=2,
+            decoder_attention_heads=2,
+            encoder_ffn_dim=64,
+            decoder_ffn_dim=64,
+            input_feat_per_channel=8,
+            input_channels=1,
+            conv_channels=32,
+            conv_kernel_sizes=(5, 5),
+            max_source_positions=64,
+            max_target_positions=64,
+            scale_embedding=False,
+        ),
+        model_class="Speech2TextForConditionalGeneration",
+        note="8 mel bins, 32 wide, embeddings unscaled (real checkpoints: 80 bins, 256 or wider, scaled)",
     ),
 }
 SPEECH_VISION_ARCHITECTURES: tuple[str, ...] = tuple(SPEECH_VISION_RECIPES)

@@ -8,6 +8,10 @@ naming both, saved with ``save_pretrained`` as a user's OCR checkpoint would be.
 The speech one is saved likewise with a ``Wav2Vec2FeatureExtractor`` that returns an attention mask (layer
 norm in the feature encoder, as the wav2vec2 checkpoints that take a mask have) and a ``Wav2Vec2Processor``.
 
+Speech2Text (not a composite, but calibrated the same way) is saved with fairseq's sentencepiece model and
+dictionary, a ``Speech2TextFeatureExtractor`` (log-mel filterbanks, utterance CMVN, an attention mask over
+frames) and a ``Speech2TextProcessor``.
+
 Calibration (deterministic, seconds): the weights are re-drawn larger (outputs then depend on the input),
 pad gets no probability, and the eos row of the output projection a bias searched by bisection until greedy
 rows on the default images end with eos at varied lengths.
@@ -96,6 +100,49 @@ def build_speech_encoder_decoder(
     processor = transformers.Wav2Vec2Processor(feature_extractor=extractor, tokenizer=tokenizer)
     batch = extractor(default_audio(), sampling_rate=SAMPLING_RATE, return_tensors="pt", padding=True)
     inputs = {"input_values": batch.input_values, "attention_mask": batch.attention_mask}
+    stats = _calibrate_inputs(model, inputs, recipe, scale_init, least_squares)
+    model.save_pretrained(str(out), safe_serialization=True)
+    processor.save_pretrained(str(out))
+    return stats
+
+
+def build_speech2text(
+    recipe: Recipe,
+    out: Path,
+    scale_init: Callable[[Any, float, int], None],
+    least_squares: Callable[[Any, Any], Any],
+    tokenizer: Any,
+) -> dict[str, Any]:
+    """Build the tiny Speech2Text of ``recipe`` into ``out`` (its ``tokenizer`` already trained and saved
+    there), as :func:`build_vision_encoder_decoder` does; decoding starts with eos, as fairseq's does.
+    Returns the calibration statistics."""
+    import torch
+    import transformers
+
+    from ..signals import SAMPLING_RATE, default_audio
+
+    config = transformers.Speech2TextConfig(
+        vocab_size=len(tokenizer),
+        bos_token_id=tokenizer.bos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        decoder_start_token_id=tokenizer.eos_token_id,
+        **recipe.config,
+    )
+    torch.manual_seed(recipe.seed)
+    model = transformers.Speech2TextForConditionalGeneration(config).eval()
+    _generation_config(model, tokenizer)
+    model.generation_config.decoder_start_token_id = tokenizer.eos_token_id
+    bins = int(recipe.config["input_feat_per_channel"])
+    extractor = transformers.Speech2TextFeatureExtractor(
+        feature_size=bins, num_mel_bins=bins, sampling_rate=SAMPLING_RATE, return_attention_mask=True
+    )
+    processor = transformers.Speech2TextProcessor(feature_extractor=extractor, tokenizer=tokenizer)
+    # The extractor normalises each utterance by its variance: the default clips' silence dithered (see
+    # default_audio), as the check's default inputs for this extractor are.
+    clips = default_audio(SAMPLING_RATE, exact_silence=False)
+    batch = extractor(clips, sampling_rate=SAMPLING_RATE, return_tensors="pt", padding=True)
+    inputs = {"input_features": batch.input_features, "attention_mask": batch.attention_mask}
     stats = _calibrate_inputs(model, inputs, recipe, scale_init, least_squares)
     model.save_pretrained(str(out), safe_serialization=True)
     processor.save_pretrained(str(out))
