@@ -129,3 +129,9 @@ def test_readme_snippets_pass_in_a_fresh_repo(arch: str, tmp_path: Path) -> None
     """Every other architecture: the repo's own run (its tests and the suite on both targets) and the
     Python examples; the gate runs the same suite on one of those targets."""
     _readme_repo_passes(arch, tmp_path, gate=False)
+
+
+def test_the_invariant_count_in_the_readme_is_the_registry_s() -> None:
+    from ppinvariants.invariants import REGISTRY
+
+    assert f"**{len(REGISTRY)} invariants**" in README.read_text()
