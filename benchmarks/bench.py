@@ -127,6 +127,35 @@ def record_checks(target: Any, batch_texts: list[str], decoding: Decoding) -> No
     run_invariants(record)
 
 
+#: The standard evidence's pieces (Evidence.seconds keys), as the breakdown names them.
+_PIECES = {
+    "grad": "teacher-forced pass + the pass with autograd and its backward",
+    "layouts": "teacher-forced reversed batch + each input alone",
+    "rerun": "sampling's determinism re-run",
+}
+
+
+def breakdown(target: Any, batch_texts: list[str], decodings: list[Decoding], t_gen: float) -> str:
+    """One default check's time split into capture, each standard evidence piece and judging, each as a
+    multiple of ``t_gen`` (bare generate() of the same decodings): where a ratio above 1 comes from."""
+    parts: dict[str, float] = {"capture (generate with scores and logits)": 0.0}
+    parts.update({name: 0.0 for name in _PIECES.values()})
+    parts["judging every invariant"] = 0.0
+    for d in decodings:
+        _sync()
+        t0 = time.perf_counter()
+        record = capture(target, batch_texts, d, evidence="standard")
+        _sync()
+        spent = sum(record.evidence.seconds.values())
+        parts["capture (generate with scores and logits)"] += time.perf_counter() - t0 - spent
+        for key, seconds in record.evidence.seconds.items():
+            parts[_PIECES.get(key, key)] = parts.get(_PIECES.get(key, key), 0.0) + seconds
+        t0 = time.perf_counter()
+        run_invariants(record)
+        parts["judging every invariant"] += time.perf_counter() - t0
+    return "; ".join(f"{name} {seconds / t_gen:.2f}" for name, seconds in parts.items())
+
+
 def naive_vs_vectorized(record: Any, reps: int) -> tuple[float, float]:
     """Seconds for a notebook-style per-element loop vs the vectorized gather/indexing comparison."""
 
@@ -342,6 +371,7 @@ def main() -> None:
                 f"{t_cap:.2f}s; default check {t_std:.2f}s (ratio {t_std / t_gen:.2f}); --thorough {t_thr:.2f}s "
                 f"(ratio {t_thr / t_gen:.2f})"
             )
+            say(f"(b) {kind}, where the default check's time goes, in bare generate() calls: {breakdown(target, bt, decs, t_gen)}")
             table.append((f"(b) default check / bare generate, 3 decodings, {kind}", t_std / t_gen, "<= 1.5"))
             table.append((f"(b) check --thorough / bare generate, 3 decodings, {kind}", t_thr / t_gen, "(no target)"))
         if "d" in sections:

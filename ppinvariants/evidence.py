@@ -7,6 +7,7 @@ once, at capture time, and kept as plain tensors in :class:`Evidence`.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -93,6 +94,7 @@ class Evidence:
     generate_grad_logprob: torch.Tensor | None = None  # from generate() run with autograd on (thorough)
     errors: dict[str, str] = field(default_factory=dict)  # re-runs that raised, by key
     not_collected: dict[str, str] = field(default_factory=dict)  # re-runs left out at this depth, by key: why
+    seconds: dict[str, float] = field(default_factory=dict)  # wall time each re-run took, by key (benchmarks/)
 
 
 def _generate(target: Any, batch: dict[str, torch.Tensor], decoding: Any, **override: Any) -> Rerun:
@@ -152,11 +154,14 @@ def collect_evidence(target: Any, record: GenerationRecord, depth: str = STANDAR
     batch = record.model_inputs()
 
     def attempt(key: str, fn: Any) -> Any:
+        start = time.perf_counter()
         try:
             return fn()
         except Exception as e:  # noqa: BLE001 - recorded and reported by the invariant that needs it
             ev.errors[key] = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
             return None
+        finally:
+            ev.seconds[key] = time.perf_counter() - start
 
     def leave_out(key: str, why: str = _THOROUGH_ONLY) -> None:
         ev.not_collected[key] = why
