@@ -371,7 +371,9 @@ def main() -> None:
                 f"{t_cap:.2f}s; default check {t_std:.2f}s (ratio {t_std / t_gen:.2f}); --thorough {t_thr:.2f}s "
                 f"(ratio {t_thr / t_gen:.2f})"
             )
-            say(f"(b) {kind}, where the default check's time goes, in bare generate() calls: {breakdown(target, bt, decs, t_gen)}")
+            say(
+                f"(b) {kind}, where the default check's time goes, in bare generate() calls: {breakdown(target, bt, decs, t_gen)}"
+            )
             table.append((f"(b) default check / bare generate, 3 decodings, {kind}", t_std / t_gen, "<= 1.5"))
             table.append((f"(b) check --thorough / bare generate, 3 decodings, {kind}", t_thr / t_gen, "(no target)"))
         if "d" in sections:
