@@ -91,6 +91,7 @@ class Evidence:
     grad_finite: bool | None = None
     grad_nonzero: bool | None = None
     grad_scope: str = ""  # which parameters the gradient was taken with respect to
+    grad_non_finite: list[str] = field(default_factory=list)  # thorough: parameters with a non-finite gradient
     generate_grad_logprob: torch.Tensor | None = None  # from generate() run with autograd on (thorough)
     errors: dict[str, str] = field(default_factory=dict)  # re-runs that raised, by key
     not_collected: dict[str, str] = field(default_factory=dict)  # re-runs left out at this depth, by key: why
@@ -220,11 +221,11 @@ def _teacher_forcing_with_grad(
     (a pass with autograd on, then one backward pass).
 
     Thorough: the gradient with respect to every parameter that requires one; some must be present,
-    all finite, and not all zero. Standard: the gradient with respect to the *outputs* of the input
-    embedding modules in the pass (the encoder's and the decoder's inputs): every module whose output
-    requires a gradient must receive one, finite, and not all zero in at least one of its outputs.
-    Every path from the inputs to the log-prob starts there, and the backward pass computes no
-    weight gradient at all.
+    all finite (those that are not are named in ``ev.grad_non_finite``), and not all zero. Standard: the
+    gradient with respect to the *outputs* of the input embedding modules in the pass (the encoder's
+    and the decoder's inputs): every module whose output requires a gradient must receive one, finite,
+    and not all zero in at least one of its outputs. Every path from the inputs to the log-prob starts
+    there, and the backward pass computes no weight gradient at all.
     """
     model = target.model
     nrs = record.decoding.num_return_sequences
@@ -263,7 +264,8 @@ def _teacher_forcing_with_grad(
     if captured:
         inputs, ev.grad_scope = [out for _, out in captured], "the encoder's and decoder's input embeddings"
     else:  # thorough, or no embedding module found: every parameter
-        inputs, ev.grad_scope = [p for p in model.parameters() if p.requires_grad], "every parameter"
+        named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        inputs, ev.grad_scope = [p for _, p in named], "every parameter"
     grads: list[torch.Tensor | None] = [None] * len(inputs)
     if lp.requires_grad and inputs:  # detached logits leave nothing to backpropagate: reported as no gradient
         grads = list(torch.autograd.grad(lp.sum(), inputs, allow_unused=True))
@@ -280,6 +282,9 @@ def _teacher_forcing_with_grad(
     else:
         present = [g for g in grads if g is not None]
         ev.grad_finite = bool(present) and all(bool(torch.isfinite(g).all()) for g in present)
+        ev.grad_non_finite = [
+            n for (n, _), g in zip(named, grads, strict=True) if g is not None and not g.isfinite().all()
+        ]
         ev.grad_nonzero = any(bool((g != 0).any()) for g in present)
 
 

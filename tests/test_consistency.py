@@ -294,3 +294,17 @@ def test_standard_gradient_must_reach_the_encoder(monkeypatch: pytest.MonkeyPatc
     assert rec.evidence.grad_finite is False
     violations = _check("sequence_logprob_is_differentiable", rec)
     assert any("input embeddings" in v.message and "missing or not finite" in v.message for v in violations)
+
+
+def test_thorough_gradient_check_names_the_parameters_whose_gradient_is_not_finite() -> None:
+    """A NaN in one parameter's gradient fails the thorough check, and the violation names that parameter."""
+    target = load_target("tiny:bart")
+    name, param = next((n, p) for n, p in target.model.named_parameters() if n.endswith("fc1.weight"))
+    handle = param.register_hook(lambda g: g * float("nan"))
+    try:
+        rec = capture(target, list(DEFAULT_TEXTS), GREEDY, evidence="thorough")
+    finally:
+        handle.remove()
+    assert rec.evidence.grad_finite is False and rec.evidence.grad_non_finite == [name]
+    violations = _check("sequence_logprob_is_differentiable", rec)
+    assert any("missing or not finite" in v.message and name in v.message for v in violations), violations

@@ -242,6 +242,26 @@ def test_speech_encoder_decoder_pads_clips_with_a_mask_and_passes_greedy() -> No
     assert not bad, [(r.invariant, r.reason) for r in bad]
 
 
+def test_speech_encoder_decoder_has_a_finite_parameter_gradient_on_exact_silence() -> None:
+    """Regression: the thorough gradient (every parameter) was NaN in the first convolution for the silent
+    default clip: with every bias of the tiny wav2vec2 zero, exact zeros stayed zero through the encoder and
+    thirteen zero-variance layer norms (each multiplying the gradient by 1/sqrt(eps)) overflowed float32.
+    The feature encoder's convolutions now have non-zero biases, as trained checkpoints do."""
+    target = tiny_target("speech-encoder-decoder")
+    inputs = default_inputs(target)
+    silent = [i for i, x in enumerate(inputs) if not x.any()]
+    assert silent  # the default clips keep an exactly silent one
+    batch, _, _ = encode_inputs(target, inputs)
+    conv0 = target.model.encoder.feature_extractor.conv_layers[0].conv
+    with torch.no_grad():
+        first = conv0(batch["input_values"][silent[0]][None, None, :])
+    assert float(first.var(dim=1).min()) > 0  # no zero-variance layer norm on silence
+    rec = capture(target, inputs, GREEDY, evidence="thorough")
+    assert rec.evidence.grad_scope == "every parameter" and rec.evidence.grad_finite
+    status, reason = _status(rec, "sequence_logprob_is_differentiable")
+    assert status == "pass", reason
+
+
 def test_speech2text_takes_frames_with_a_mask_and_passes_greedy() -> None:
     target = tiny_target("speech2text")
     assert target.modality == "audio" and target.conventions.takes_input_mask

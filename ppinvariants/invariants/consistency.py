@@ -564,6 +564,16 @@ def _scope(ev) -> str:  # noqa: ANN001 - an Evidence
     return f"with respect to {ev.grad_scope}" if ev.grad_scope else "with respect to the parameters"
 
 
+def _non_finite(ev) -> str:  # noqa: ANN001 - an Evidence
+    """What the gradient check found: the parameters whose gradient is not finite (thorough evidence names
+    them, the first three and a count), else ``non-finite or none``."""
+    names = getattr(ev, "grad_non_finite", None) or []
+    if not names:
+        return "non-finite or none"
+    more = f" and {len(names) - 3} more" if len(names) > 3 else ""
+    return f"non-finite in {', '.join(names[:3])}{more}"
+
+
 @invariant("consistency")
 @_reports_rerun_failures
 def sequence_logprob_is_differentiable(record: GenerationRecord) -> list[Violation]:
@@ -616,7 +626,7 @@ def sequence_logprob_is_differentiable(record: GenerationRecord) -> list[Violati
                     name,
                     f"gradient of the sequence log-prob ({_scope(ev)}) is missing or not finite",
                     expected="finite",
-                    found="non-finite or none",
+                    found=_non_finite(ev),
                 )
             ]
         )

@@ -572,6 +572,9 @@ SPEECH_VISION_RECIPES: dict[str, Recipe] = {
     ),
     # SpeechEncoderDecoder: a wav2vec2 encoder (layer-normed feature encoder, so it takes an attention mask over
     # padded audio) and a GPT-2 decoder, the zoo's byte-level BPE, a Wav2Vec2FeatureExtractor and processor.
+    # Its feature encoder's convolutions have biases, drawn non-zero (as the layer-normed wav2vec2 checkpoints'
+    # trained ones are; see ppinvariants.zoo.vision.build_speech_encoder_decoder): with every bias zero, an
+    # exactly silent clip stays exactly zero through the whole encoder, and its gradient overflows.
     "speech-encoder-decoder": Recipe(
         arch="speech-encoder-decoder",
         tokenizer="bytelevel-bpe",
@@ -584,6 +587,7 @@ SPEECH_VISION_RECIPES: dict[str, Recipe] = {
             intermediate_size=64,
             conv_dim=(32,) * 7,
             feat_extract_norm="layer",
+            conv_bias=True,
             do_stable_layer_norm=True,
             num_conv_pos_embeddings=16,
             num_conv_pos_embedding_groups=4,

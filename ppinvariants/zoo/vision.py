@@ -100,10 +100,35 @@ def build_speech_encoder_decoder(
     processor = transformers.Wav2Vec2Processor(feature_extractor=extractor, tokenizer=tokenizer)
     batch = extractor(default_audio(), sampling_rate=SAMPLING_RATE, return_tensors="pt", padding=True)
     inputs = {"input_values": batch.input_values, "attention_mask": batch.attention_mask}
-    stats = _calibrate_inputs(model, inputs, recipe, scale_init, least_squares)
+
+    def init(m: Any, scale: float, seed: int) -> None:
+        scale_init(m, scale, seed)  # zeroes every bias
+        _draw_conv_biases(m.encoder, seed)
+
+    stats = _calibrate_inputs(model, inputs, recipe, init, least_squares)
     model.save_pretrained(str(out), safe_serialization=True)
     processor.save_pretrained(str(out))
     return stats
+
+
+def _draw_conv_biases(encoder: Any, seed: int) -> None:
+    """Draw the biases of the wav2vec2 ``encoder``'s feature-encoder convolutions (std 0.5), as a trained
+    layer-normed wav2vec2 has them: non-zero.
+
+    With every bias zero (as the zoo's re-drawn weights leave them), an exactly silent clip is a fixed point
+    of the whole encoder: each convolution gives zeros, and each layer norm (seven in the feature encoder,
+    then the feature projection's and the transformer's) normalises a zero vector. Its output is then finite,
+    but the layer norm multiplies the gradient by 1/sqrt(eps) = 316, and thirteen of them in a row overflow
+    float32 (about 6e39 at the first convolution's output): the gradient of the first convolution's weight
+    becomes 0 * inf = NaN. A bias breaks the chain at the first convolution, as trained biases do: on silence
+    its output is the bias, which varies across channels, so no layer norm sees a zero variance."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for layer in encoder.feature_extractor.conv_layers:
+            bias = layer.conv.bias
+            bias.copy_(0.5 * torch.randn(bias.shape, generator=gen))
 
 
 def build_speech2text(
