@@ -487,6 +487,12 @@ def _load_cached_hub_id(
     return _load_checkpoint(Path(path), dt, trust_remote_code, allow_pickle, placement)
 
 
-def _one_line(e: BaseException) -> str:
+def _one_line(e: BaseException, most: int = 5) -> str:
+    """The first line of ``e``'s message; a long comma-separated list in it (transformers names every
+    parameter a device map leaves out) cut to its first ``most`` items and how many more there are."""
     text = str(e).strip().splitlines()
-    return text[0] if text else type(e).__name__
+    line = text[0] if text else type(e).__name__
+    items = line.split(", ")
+    if len(line) > 300 and len(items) > 2 * most:
+        line = ", ".join(items[:most]) + f" and {len(items) - most} more"
+    return line

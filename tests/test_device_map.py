@@ -92,6 +92,17 @@ def test_bad_device_maps_are_usage_errors(kwargs: dict, message: str) -> None:
         load_target("tiny:bart", **kwargs)
 
 
+def test_a_device_map_leaving_parameters_out_is_one_short_line() -> None:
+    # transformers names every parameter left without a device: the line names a few and counts the rest.
+    from ppinvariants.errors import TargetError
+
+    with pytest.raises(TargetError) as info:
+        _load(device_map={"model.encoder": "disk"})
+    message = str(info.value)
+    assert "\n" not in message and len(message) < 500, message
+    assert "does not give any device" in message and re.search(r"and \d+ more$", message), message
+
+
 def test_a_factory_loads_its_own_model_so_a_device_map_is_refused() -> None:
     with pytest.raises(UsageError, match="a factory loads its own model"):
         load_target("tests/factories.py:healthy", device_map="auto")
