@@ -48,20 +48,21 @@ warnings.filterwarnings("ignore")
 transformers.logging.set_verbosity_error()
 
 
-def build(kind: str, device: str = "cpu", dtype: str = "float32") -> Any:
-    """A random model as a ppinvariants Target, with the tiny zoo's tokenizer of the same family."""
+#: The benchmark's random models: BART-large's and Pegasus-large's sizes, and a 96k-vocabulary Pegasus small
+#: enough for a 2-core CPU.
+KINDS = ("bart-large", "pegasus-large", "pegasus-96k")
+
+
+def build_model(kind: str) -> tuple[Any, Any]:
+    """``(model, tokenizer)``: a random model of ``kind`` (one of :data:`KINDS`), float32 on the CPU, with
+    the tiny zoo's tokenizer of the same family widened to the model's vocabulary."""
     torch.manual_seed(0)
-    if kind == "bart-large":
-        config, tok_from = (
-            transformers.BartConfig(),
-            "tiny:bart",
-        )  # the defaults are BART-large: vocab 50265, d_model 1024, 12+12 layers
-        model = transformers.BartForConditionalGeneration(config)
+    if kind == "bart-large":  # BartConfig()'s defaults are BART-large: vocab 50265, d_model 1024, 12+12 layers
+        model, tok_from = transformers.BartForConditionalGeneration(transformers.BartConfig()), "tiny:bart"
     elif kind == "pegasus-large":  # Pegasus-large's sizes: 16+16 layers, d_model 1024, vocab 96103 (for a GPU)
         config = transformers.PegasusConfig(pad_token_id=0, eos_token_id=1, decoder_start_token_id=0)
-        tok_from = "tiny:pegasus"
-        model = transformers.PegasusForConditionalGeneration(config)
-    else:  # Pegasus vocabulary (96103) with smaller layers, to stay runnable on a 2-core CPU
+        model, tok_from = transformers.PegasusForConditionalGeneration(config), "tiny:pegasus"
+    elif kind == "pegasus-96k":  # Pegasus vocabulary (96103) with smaller layers, to stay runnable on a 2-core CPU
         config = transformers.PegasusConfig(
             vocab_size=96103,
             d_model=256,
@@ -75,17 +76,37 @@ def build(kind: str, device: str = "cpu", dtype: str = "float32") -> Any:
             eos_token_id=1,
             decoder_start_token_id=0,
         )
-        tok_from = "tiny:pegasus"
-        model = transformers.PegasusForConditionalGeneration(config)
+        model, tok_from = transformers.PegasusForConditionalGeneration(config), "tiny:pegasus"
+    else:
+        raise SystemExit(f"bench.py: unknown model {kind!r}: use one of {', '.join(KINDS)}")
     tokenizer = load_target(tok_from).tokenizer
     # The zoo's tokenizer has a few hundred tokens; widen it to the model's vocabulary so that every
     # generated id has a text, as with a real checkpoint (else generated_ids_within_tokenizer fires and
     # the checks are timed building violation messages, not passing).
     width = model.get_output_embeddings().weight.shape[0]
     tokenizer.add_tokens([f"<bench_{i}>" for i in range(width - len(tokenizer))], special_tokens=True)
+    return model, tokenizer
+
+
+def build(kind: str, device: str = "cpu", dtype: str = "float32") -> Any:
+    """A random model of ``kind`` (see :func:`build_model`) as a ppinvariants Target on ``device`` in ``dtype``."""
     from ppinvariants.targets import resolve_device, resolve_dtype
 
-    return _finish(kind, model, tokenizer, resolve_device(device), resolve_dtype(dtype))
+    return _finish(kind, *build_model(kind), resolve_device(device), resolve_dtype(dtype))
+
+
+# Factories for `ppinvariants check benchmarks/bench.py:bart_large` and the shipped suite's --ppi-model
+# (benchmarks/gpu.sh runs both on the GPU): the same random models, moved by --device and --dtype.
+def bart_large() -> tuple[Any, Any]:
+    return build_model("bart-large")
+
+
+def pegasus_large() -> tuple[Any, Any]:
+    return build_model("pegasus-large")
+
+
+def pegasus_96k() -> tuple[Any, Any]:
+    return build_model("pegasus-96k")
 
 
 def fixed(steps: int, name: str = "greedy") -> Decoding:
