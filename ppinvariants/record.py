@@ -6,7 +6,7 @@ padding mask (one definition of "up to and including the first eos") and gather 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -494,17 +494,22 @@ def replay_processing(record: GenerationRecord, raw: torch.Tensor | None = None)
     output), and nothing beyond the returned sequences' length. Cells not known are NaN.
     Raises :class:`NotJudged` where there is no reference or no raw logits.
     """
-    if record.processing is None:
-        if record.processing_error == LOGITS_OF_FIRST_BEAMS:
-            raise NotJudged(LOGITS_OF_FIRST_BEAMS)  # as the rescoring checks say it: one reason, one wording
-        why = record.processing_error or "no reference processors (captured without step scores)"
-        raise NotJudged(f"the configured processors could not be rebuilt to replay: {why}")
+    _replayable(record)
     if raw is None:
         if record.logits is None:
             raise NotJudged("no raw logits captured (output_logits unavailable in this transformers version)")
         sources: tuple[Any, ...] = (record.logits, record.sequences, record.beam_indices)
         return record.derived("replayed", sources, lambda: _replay(record, record.logits))
     return _replay(record, raw)
+
+
+def _replayable(record: GenerationRecord) -> None:
+    """Raises :class:`NotJudged`, saying why, where the record has no reference processors to replay."""
+    if record.processing is None:
+        if record.processing_error == LOGITS_OF_FIRST_BEAMS:
+            raise NotJudged(LOGITS_OF_FIRST_BEAMS)  # as the rescoring checks say it: one reason, one wording
+        why = record.processing_error or "no reference processors (captured without step scores)"
+        raise NotJudged(f"the configured processors could not be rebuilt to replay: {why}")
 
 
 def replay_matches(record: GenerationRecord, found: torch.Tensor) -> bool:
@@ -546,17 +551,28 @@ def step_history(record: GenerationRecord, t: int, rows: int) -> tuple[torch.Ten
     return history, known
 
 
+def _replayed_steps(
+    record: GenerationRecord, rows: int, steps: int, step_logits: Callable[[int], torch.Tensor]
+) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
+    """``(t, processed, known)`` for each of ``steps`` steps the reference processors replay, in order, on
+    ``step_logits(t)`` (the ``[rows, V]`` raw logits of ``rows`` score rows): the step's processed scores
+    (float32, CPU) and which rows' histories are known (see :func:`step_history`). It stops after the
+    record's last step, or where histories cannot be told."""
+    for t in range(min(steps, record.steps)):
+        at = step_history(record, t, rows)
+        if at is None:
+            return
+        history, known = at
+        yield t, record.processing.step(history, step_logits(t)).cpu(), known
+
+
 def _replay(record: GenerationRecord, raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     rows, steps, vocab = raw.shape
     expected = torch.empty((rows, steps, vocab))
     known = torch.zeros(rows, steps, dtype=torch.bool)
     replayed = 0
-    for t in range(min(steps, record.steps)):
-        at = step_history(record, t, rows)
-        if at is None:
-            break
-        history, known[:, t] = at
-        expected[:, t] = record.processing.step(history, raw[:, t]).cpu()
+    for t, processed, known[:, t] in _replayed_steps(record, rows, steps, lambda t: raw[:, t]):
+        expected[:, t] = processed
         replayed = t + 1
     expected[:, replayed:] = float("nan")  # the steps not replayed (every step before is written above)
     return expected, known
@@ -591,18 +607,37 @@ def replayed_decisions(record: GenerationRecord, logits: torch.Tensor) -> torch.
     search ranks whole hypotheses, so ``[1]`` and ``[2]`` are the row's own score and token there
     (no per-step argmax).
     """
+    _replayable(record)
     tokens = generated_tokens(record)
     rows, steps = tokens.shape
-    if record.decoding.num_beams == 1:
-        processed, known = replay_processing(record, logits.float())
-        chosen = processed.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
-        best, pick = processed.max(dim=-1)
-        return torch.stack([chosen, best, pick.float(), known.float()])
     out = torch.full((4, rows, steps), float("nan"))
     out[3] = 0.0
+    # Step by step, keeping only the four numbers per row: no [rows, steps, V] processed tensor.
+    if record.decoding.num_beams == 1:
+        for t, processed, known in _replayed_steps(record, rows, steps, lambda t: logits[:, t].float()):
+            out[0, :, t] = processed.gather(-1, tokens[:, t : t + 1]).squeeze(-1)
+            best, pick = processed.max(dim=-1)
+            out[1, :, t], out[2, :, t], out[3, :, t] = best, pick.float(), known.float()
+        return out
     src = source_rows(record)
     if src is None:
         return out
+    width = min(steps, src.shape[1], logits.shape[1])
+    r_idx, t_idx = (src[:, :width] >= 0).nonzero(as_tuple=True)
+    out[2, r_idx, t_idx] = tokens[r_idx, t_idx].float()
+    score_rows = record.batch_size * record.beams_per_input
+
+    def beam_logits(t: int) -> torch.Tensor:
+        raw = torch.zeros(score_rows, logits.shape[-1])
+        here = r_idx[t_idx == t]
+        raw[src[here, t]] = logits[here, t].float()
+        return raw
+
+    for t, processed, known in _replayed_steps(record, score_rows, width, beam_logits):
+        here = r_idx[t_idx == t]
+        out[0, here, t] = out[1, here, t] = processed[src[here, t], tokens[here, t]]
+        out[3, here, t] = known[src[here, t]].float()
+    return out
     width = min(steps, src.shape[1], logits.shape[1])
     r_idx, t_idx = (src[:, :width] >= 0).nonzero(as_tuple=True)
     raw = torch.zeros(record.batch_size * record.beams_per_input, width, logits.shape[-1])
