@@ -20,7 +20,8 @@
 #      mode and streaming mode at batch 64 x 64 (target: streaming <= 1.1x bare)  -> bench-DTYPE.txt;
 #   2. `ppinvariants check` on the same two models, then the shipped suite on them with two pytest-xdist
 #      workers grouped by target (--dist loadgroup)                               -> check-DTYPE.txt.
-# A step that fails does not stop the others; a step the budget no longer allows is named in summary.txt.
+# A step that fails does not stop the others (the exit status is then 1); a step the budget no longer allows
+# is named in summary.txt.
 set -u
 if [ "${1:-}" = "--prepare" ]; then
     PPINVARIANTS_CACHE="$PWD/.gpu-cache" "${PYTHON:-python3}" -c \
@@ -40,6 +41,7 @@ mkdir -p "$OUT"
 start=$SECONDS
 summary="$OUT/summary.txt"
 : > "$summary"
+status=0 # 1 once a step that ran failed (a step the budget cut is named in summary.txt, not a failure)
 
 left() { echo $((BUDGET - (SECONDS - start))); }
 
@@ -58,6 +60,7 @@ step() {
     echo "== $name" >> "$file"
     timeout "$budget" "$@" >> "$file" 2>&1
     local rc=$?
+    [ "$rc" -ne 0 ] && status=1
     echo "$name: exit $rc in $((SECONDS - t0))s$([ "$rc" -eq 124 ] && echo ' (stopped by the budget)')" | tee -a "$summary"
 }
 
@@ -88,4 +91,5 @@ for dtype in float16 bfloat16 float32; do
         --ppi-device "$DEVICE" --ppi-dtype "$dtype" $suite_models -n 2 --dist loadgroup
 done
 echo "total: $((SECONDS - start))s of a ${BUDGET}s budget" | tee -a "$summary"
-tail -n 14 "$OUT"/bench-*.txt
+tail -n 14 "$OUT"/bench-*.txt 2>/dev/null
+exit $status
